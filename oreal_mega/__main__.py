@@ -1,0 +1,4 @@
+from oreal_mega.cli import main
+
+if __name__ == "__main__":
+    main()

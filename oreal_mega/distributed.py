@@ -1,0 +1,97 @@
+"""Process-group bring-up under torchrun (or a single plain process): NCCL on GPUs, gloo on CPU,
+then megatron-core's tensor / pipeline / data parallel groups."""
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+from oreal_mega.cli import UserError
+
+
+@dataclass
+class ParallelConfig:
+    tp: int = 1  # tensor-parallel size
+    pp: int = 1  # pipeline-parallel size
+    vpp: int | None = None  # virtual pipeline stages per rank (interleaved schedule); None = off
+    seed: int = 1234
+
+
+@dataclass(frozen=True)
+class Topology:
+    rank: int
+    world_size: int
+    local_rank: int
+    tp: int
+    pp: int
+    dp: int
+    vpp: int | None
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_layout(world_size: int, parallel: ParallelConfig, num_layers: int | None = None) -> None:
+    """Fail before any work when the requested layout cannot be built."""
+    if world_size % (parallel.tp * parallel.pp):
+        raise UserError(f"world size {world_size} is not divisible by parallel.tp × parallel.pp "
+                        f"= {parallel.tp} × {parallel.pp}")
+    if parallel.vpp is not None and parallel.pp < 2:
+        raise UserError(f"parallel.vpp={parallel.vpp} needs parallel.pp ≥ 2")
+    stages = parallel.pp * (parallel.vpp or 1)
+    if num_layers is not None and num_layers % stages:
+        raise UserError(f"{num_layers} layers do not split evenly into parallel.pp × parallel.vpp "
+                        f"= {stages} pipeline stages")
+
+
+def init_distributed(parallel: ParallelConfig, num_layers: int | None = None) -> Topology:
+    """Join the torchrun job (or start a world of one) and build megatron's parallel groups."""
+    from megatron.core import parallel_state, tensor_parallel
+
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    check_layout(world_size, parallel, num_layers)
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available()
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        from oreal_mega import cpu_patches
+
+        cpu_patches.apply()
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        if world_size == 1:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+    if not parallel_state.model_parallel_is_initialized():
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=parallel.tp,
+            pipeline_model_parallel_size=parallel.pp,
+            virtual_pipeline_model_parallel_size=parallel.vpp,
+        )
+    tensor_parallel.model_parallel_cuda_manual_seed(parallel.seed)
+    torch.manual_seed(parallel.seed)
+    return Topology(rank=rank, world_size=world_size, local_rank=local_rank, tp=parallel.tp,
+                    pp=parallel.pp, dp=world_size // (parallel.tp * parallel.pp),
+                    vpp=parallel.vpp, device=device)
+
+
+def shutdown() -> None:
+    from megatron.core import parallel_state
+
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,108 @@
+"""Build this rank's megatron-core `GPTModel` chunks from a HuggingFace architecture."""
+import torch
+import torch.nn.functional as F
+from megatron.core import parallel_state
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer import TransformerConfig
+
+from oreal_mega.models.attention import CausalAttention
+from oreal_mega.models.hf_config import ModelArch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class OrealGPTModel(GPTModel):
+    """A `GPTModel` that can hand back the final hidden states instead of logits, so the LM head
+    runs inside the fused log-prob / loss kernels and `[tokens, vocab]` logits never exist."""
+
+    output_hidden_states = False
+
+    def _postprocess(self, hidden_states, **kwargs):
+        if self.output_hidden_states and self.post_process:
+            return hidden_states
+        return super()._postprocess(hidden_states=hidden_states, **kwargs)
+
+    def lm_head_weight(self) -> torch.Tensor:
+        """This rank's vocab shard of the output projection `[V / tp, H]`."""
+        if self.share_embeddings_and_output_weights:
+            return self.shared_embedding_or_output_weight()
+        return self.output_layer.weight
+
+
+def transformer_config(arch: ModelArch, dtype: str = "float32", recompute: bool = False,
+                       tp: int | None = None, pp: int | None = None) -> TransformerConfig:
+    tp = tp or parallel_state.get_tensor_model_parallel_world_size()
+    pp = pp or parallel_state.get_pipeline_model_parallel_world_size()
+    torch_dtype = DTYPES[dtype]
+    on_cpu = not torch.cuda.is_available()
+    return TransformerConfig(
+        num_layers=arch.num_layers,
+        hidden_size=arch.hidden_size,
+        ffn_hidden_size=arch.ffn_hidden_size,
+        num_attention_heads=arch.num_attention_heads,
+        num_query_groups=arch.num_query_groups,
+        kv_channels=arch.kv_channels,
+        normalization="RMSNorm",
+        layernorm_epsilon=arch.norm_eps,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=arch.qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=parallel_state.get_virtual_pipeline_model_parallel_world_size(),
+        pipeline_dtype=torch_dtype,
+        params_dtype=torch_dtype,
+        bf16=torch_dtype == torch.bfloat16,
+        fp16=torch_dtype == torch.float16,
+        use_cpu_initialization=on_cpu,
+        # Fused kernels below need CUDA (and apex / TE); the unfused paths are exact.
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        bias_dropout_fusion=False,
+        persist_layer_norm=False,
+        gradient_accumulation_fusion=False,
+        apply_rope_fusion=False,
+        # gloo pairs batched send/recv by order, which breaks interleaved PP with one peer.
+        batch_p2p_comm=on_cpu is False,
+        recompute_granularity="full" if recompute else None,
+        recompute_method="uniform" if recompute else None,
+        recompute_num_layers=1 if recompute else None,
+    )
+
+
+def layer_spec():
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = CausalAttention
+    return spec
+
+
+def build_model(arch: ModelArch, dtype: str = "float32", recompute: bool = False) -> list[OrealGPTModel]:
+    """This rank's model chunks: one per virtual pipeline stage (one when VPP is off)."""
+    config = transformer_config(arch, dtype, recompute)
+    tp = config.tensor_model_parallel_size
+    vpp = parallel_state.get_virtual_pipeline_model_parallel_world_size()
+    chunks = []
+    for vp_stage in range(vpp or 1):
+        stage = vp_stage if vpp else None
+        model = OrealGPTModel(
+            config=config,
+            transformer_layer_spec=layer_spec(),
+            vocab_size=arch.padded_vocab_size(tp),
+            max_sequence_length=arch.max_position_embeddings,
+            pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=stage),
+            post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=stage),
+            share_embeddings_and_output_weights=arch.tie_word_embeddings,
+            position_embedding_type="rope",
+            rotary_base=arch.rope_theta,
+            rope_scaling=arch.rope_scaling_factor is not None,
+            rope_scaling_factor=arch.rope_scaling_factor or 8.0,
+            vp_stage=stage,
+        )
+        if torch.cuda.is_available():
+            model.cuda(torch.cuda.current_device())
+        chunks.append(model)
+    return chunks

@@ -1,0 +1,118 @@
+"""Megatron forward+backward throughput: tokens/s and MFU with packed sequences and the fused loss.
+
+Run under torchrun for TP/PP, e.g.
+    torchrun --nproc-per-node 2 -m oreal_mega bench train --tp 2
+The model comes from an HF config.json (random weights), optionally cut to fewer layers; the batch
+is random documents packed into one micro-batch per step; the loss is the fused LM-head loss on
+hidden states (no logits tensor). MFU's peak is a matmul measured in the same run.
+"""
+import platform
+import statistics
+import time
+from dataclasses import replace
+from importlib import resources
+
+import torch
+
+from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.models.hf_config import parse_arch, read_hf_config
+
+DEFAULT_CONFIG = resources.files("oreal_mega") / "data" / "tiny-qwen2.json"
+
+
+def add_arguments(parser):
+    parser.add_argument("--hf-config", default=str(DEFAULT_CONFIG),
+                        help="HF config.json (default: the embedded tiny Qwen2)")
+    parser.add_argument("--layers", type=int, help="keep only this many decoder layers")
+    parser.add_argument("--tokens", type=int, default=2048, help="tokens per step (packed)")
+    parser.add_argument("--doc-len", type=int, default=512, help="length of each packed document")
+    parser.add_argument("--tp", type=int, default=1)
+    parser.add_argument("--pp", type=int, default=1)
+    parser.add_argument("--dtype", choices=["bfloat16", "float32"],
+                        default="bfloat16" if torch.cuda.is_available() else "float32")
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+
+
+def measured_peak_flops(device, dtype) -> float:
+    n = 4096 if device.type == "cuda" else 512
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    _sync(device)
+    reps = 10
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    _sync(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def model_flops(arch, num_tokens: int, doc_lengths: list[int]) -> float:
+    """6·N·T for the dense weights (LM head included) plus causal attention, forward+backward."""
+    h, layers = arch.hidden_size, arch.num_layers
+    q = arch.num_attention_heads * arch.kv_channels
+    kv = arch.num_query_groups * arch.kv_channels
+    per_layer = h * (q + 2 * kv) + q * h + 3 * h * arch.ffn_hidden_size
+    dense = layers * per_layer + arch.vocab_size * h
+    attention = 6 * layers * q * sum(n * n for n in doc_lengths)  # 2 matmuls × ½ causal × 2 × 3
+    return 6 * dense * num_tokens + attention
+
+
+def run(args):
+    from megatron.core import parallel_state
+
+    from oreal_mega.kernels import fused_oreal_loss
+    from oreal_mega.models.builder import build_model
+    from oreal_mega.models.ddp import finalize_grads, wrap_ddp, zero_grads
+    from oreal_mega.models.pipeline import forward_backward, pack
+
+    arch = parse_arch(read_hf_config(args.hf_config), where=args.hf_config)
+    if args.layers:
+        arch = replace(arch, num_layers=args.layers)
+    topo = init_distributed(ParallelConfig(tp=args.tp, pp=args.pp), arch.num_layers)
+    chunks = wrap_ddp(build_model(arch, dtype=args.dtype))
+    tp_group = parallel_state.get_tensor_model_parallel_group() if args.tp > 1 else None
+
+    gen = torch.Generator().manual_seed(0)
+    doc_lengths = [min(args.doc_len, args.tokens - i) for i in range(0, args.tokens, args.doc_len)]
+    docs = [torch.randint(0, arch.vocab_size, (n,), generator=gen) for n in doc_lengths]
+    labels = [torch.cat([d[1:], torch.tensor([-100])]) for d in docs]
+    batch = pack(docs, args.tokens, {"labels": labels}, pad_values={"labels": -100})
+
+    def loss_fn(hidden, model, mb):
+        loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), mb.fields["labels"],
+                                      coef_logp=torch.full_like(mb.fields["labels"], -1.0 / args.tokens,
+                                                                dtype=torch.float32),
+                                      tp_group=tp_group)
+        return loss, {"loss": loss.detach()}
+
+    times = []
+    for step in range(args.warmup + args.steps):
+        zero_grads(chunks)
+        _sync(topo.device)
+        start = time.perf_counter()
+        forward_backward(chunks, [batch], loss_fn)
+        finalize_grads(chunks)
+        _sync(topo.device)
+        if step >= args.warmup:
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    flops = model_flops(arch, args.tokens, doc_lengths)
+    peak = measured_peak_flops(topo.device, getattr(torch, args.dtype))
+    if topo.is_main:
+        device = torch.cuda.get_device_name() if topo.device.type == "cuda" else platform.processor() or "CPU"
+        print(f"bench train: {arch.family} h={arch.hidden_size} layers={arch.num_layers} "
+              f"tokens/step={args.tokens} docs={len(doc_lengths)}×≤{args.doc_len} {args.dtype} "
+              f"tp={args.tp} pp={args.pp} world={topo.world_size} on {device} ({topo.device.type})")
+        print(f"  step {seconds * 1e3:.1f} ms (median of {len(times)}), "
+              f"{args.tokens / seconds:,.0f} tokens/s ({args.tokens / seconds / topo.world_size:,.0f}/s per rank), "
+              f"MFU {flops / seconds / topo.world_size / peak:.1%} of a measured "
+              f"{peak / 1e12:.2f} TFLOP/s {args.dtype} matmul")
+    shutdown()

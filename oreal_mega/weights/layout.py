@@ -1,0 +1,117 @@
+"""How a full (TP=1, PP=1) megatron-core GPT parameter maps onto one rank of a TP/PP/VPP layout.
+
+"Full" names are those of a single-process model (`decoder.layers.{global index}...`); "local" names
+are those of one model chunk on one rank (`decoder.layers.{index within the chunk}...`).
+"""
+import re
+
+import torch
+import torch.distributed as dist
+
+_LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.*)$")
+
+# Split dimension of each tensor-parallel parameter (by name suffix); others are replicated.
+_COLUMN_PARALLEL = ("word_embeddings.weight", "linear_qkv.weight", "linear_qkv.bias",
+                    "linear_fc1.weight", "output_layer.weight")
+_ROW_PARALLEL = ("linear_proj.weight", "linear_fc2.weight")
+_VOCAB_PARALLEL = ("word_embeddings.weight", "output_layer.weight")
+# SwiGLU's fc1 stacks [gate; up]; each rank holds [gate shard; up shard], not a contiguous slice.
+_GATED = ("linear_fc1.weight",)
+
+
+def tp_split_dim(name: str) -> int | None:
+    if name.endswith(_COLUMN_PARALLEL):
+        return 0
+    if name.endswith(_ROW_PARALLEL):
+        return 1
+    return None
+
+
+def shard(name: str, full: torch.Tensor, tp_rank: int, tp: int) -> torch.Tensor:
+    """This rank's slice of a full parameter."""
+    dim = tp_split_dim(name)
+    if dim is None or tp == 1:
+        return full
+    if name.endswith(_GATED):
+        gate, up = full.chunk(2, dim=0)
+        return torch.cat([gate.chunk(tp, dim=0)[tp_rank], up.chunk(tp, dim=0)[tp_rank]], dim=0)
+    if full.shape[dim] % tp:
+        raise ValueError(f"{name}: dim {dim} of shape {tuple(full.shape)} does not split over tp={tp}")
+    return full.chunk(tp, dim=dim)[tp_rank]
+
+
+def unshard(name: str, shards: list[torch.Tensor]) -> torch.Tensor:
+    """Inverse of `shard`: the full parameter from every rank's slice, in TP rank order."""
+    dim = tp_split_dim(name)
+    if dim is None or len(shards) == 1:
+        return shards[0]
+    if name.endswith(_GATED):
+        halves = [s.chunk(2, dim=0) for s in shards]
+        return torch.cat([h[0] for h in halves] + [h[1] for h in halves], dim=0)
+    return torch.cat(shards, dim=dim)
+
+
+def gather_tp(name: str, local: torch.Tensor, group) -> torch.Tensor:
+    """All-gather a TP-sharded parameter (or gradient) into its full tensor."""
+    size = dist.get_world_size(group) if group is not None else 1
+    if tp_split_dim(name) is None or size == 1:
+        return local
+    parts = [torch.empty_like(local) for _ in range(size)]
+    dist.all_gather(parts, local.contiguous(), group=group)
+    return unshard(name, parts)
+
+
+def global_layer_names(chunk: torch.nn.Module) -> dict[str, str]:
+    """Map the chunk's local parameter names to full-model names (layer index made global)."""
+    layer_numbers = {str(i): layer.layer_number - 1 for i, layer in enumerate(chunk.decoder.layers)}
+    mapping = {}
+    for local in dict(chunk.named_parameters()):
+        match = _LAYER.match(local)
+        mapping[local] = (f"decoder.layers.{layer_numbers[match.group(1)]}.{match.group(2)}"
+                          if match else local)
+    return mapping
+
+
+def pad_vocab(name: str, full: torch.Tensor, tp: int) -> torch.Tensor:
+    """Zero rows appended to a vocab-sized tensor so it splits evenly over `tp` ranks."""
+    if not name.endswith(_VOCAB_PARALLEL) or full.shape[0] % tp == 0:
+        return full
+    extra = tp - full.shape[0] % tp
+    return torch.cat([full, full.new_zeros(extra, *full.shape[1:])])
+
+
+def load_full_state(chunks: list[torch.nn.Module], full: dict[str, torch.Tensor],
+                    tie_word_embeddings: bool) -> None:
+    """Copy a full (single-process) state into this rank's chunks, padding the vocab and
+    slicing for TP."""
+    from megatron.core import parallel_state
+
+    tp, tp_rank = (parallel_state.get_tensor_model_parallel_world_size(),
+                   parallel_state.get_tensor_model_parallel_rank())
+    for chunk in chunks:
+        params = dict(chunk.named_parameters())
+        for local, name in global_layer_names(chunk).items():
+            if name == "output_layer.weight" and tie_word_embeddings:
+                name = "embedding.word_embeddings.weight"  # PP's last-stage copy of the tied head
+            with torch.no_grad():
+                params[local].copy_(shard(name, pad_vocab(name, full[name], tp), tp_rank, tp))
+
+
+def gather_full_grads(chunks: list[torch.nn.Module], vocab_size: int) -> dict[str, torch.Tensor]:
+    """This pipeline stage's gradients as full tensors under full names (from DDP `main_grad`),
+    vocab padding removed; the last stage's copy of a tied LM head is left out."""
+    from megatron.core import parallel_state
+
+    group = parallel_state.get_tensor_model_parallel_group()
+    grads = {}
+    for chunk in chunks:
+        module = chunk.module if hasattr(chunk, "module") else chunk
+        params = dict(module.named_parameters())
+        for local, name in global_layer_names(module).items():
+            param = params[local]
+            if getattr(param, "shared_embedding", False) and not module.pre_process:
+                continue
+            grad = param.main_grad if hasattr(param, "main_grad") else param.grad
+            grad = gather_tp(name, grad.detach(), group)
+            grads[name] = grad[:vocab_size] if name.endswith(_VOCAB_PARALLEL) else grad
+    return grads

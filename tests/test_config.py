@@ -1,0 +1,80 @@
+"""YAML → dataclass configs: overrides, and errors that name the file, key and expected type."""
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+import yaml
+
+from oreal_mega.cli import UserError
+from oreal_mega.config import ConfigError, load_config, save_resolved
+from oreal_mega.distributed import ParallelConfig, check_layout
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    schedule: Literal["cosine", "constant"] = "cosine"
+
+
+@dataclass
+class Job:
+    model: str
+    optim: Optim = field(default_factory=Optim)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    steps: int = 10
+    eval_every: int | None = None
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_load_and_override(tmp_path):
+    path = _write(tmp_path, {"model": "m", "optim": {"lr": 2}, "parallel": {"tp": 2}})
+    cfg = load_config(Job, path, ["optim.lr=1e-7", "parallel.pp=2", "eval_every=5", "optim.schedule=constant"])
+    assert cfg.optim.lr == 1e-7 and isinstance(cfg.optim.lr, float)
+    assert (cfg.parallel.tp, cfg.parallel.pp, cfg.eval_every, cfg.optim.schedule) == (2, 2, 5, "constant")
+    assert load_config(Job, path).optim.lr == 2.0
+    saved = save_resolved(cfg, tmp_path / "run")
+    assert yaml.safe_load(saved.read_text())["optim"] == {"lr": 1e-7, "betas": [0.9, 0.95], "schedule": "constant"}
+    assert load_config(Job, saved) == cfg
+
+
+@pytest.mark.parametrize("data, overrides, expected", [
+    ({"model": "m", "optim": {"lrr": 1}}, [], "job.yaml: unknown key 'optim.lrr'"),
+    ({"model": "m", "optim": {"lr": "fast"}}, [], "job.yaml: key 'optim.lr' expects float, got str 'fast'"),
+    ({"model": "m", "steps": 1.5}, [], "key 'steps' expects int, got float 1.5"),
+    ({"model": "m", "steps": True}, [], "key 'steps' expects int, got bool True"),
+    ({"model": "m", "optim": {"schedule": "linear"}}, [], "key 'optim.schedule' expects 'cosine' | 'constant'"),
+    ({"model": "m", "optim": {"betas": [0.9, "x"]}}, [], "key 'optim.betas[1]' expects float"),
+    ({"optim": {}}, [], "job.yaml: missing required key 'model' (str)"),
+    ({"model": "m"}, ["optim.lr=abc"], "job.yaml + command line: key 'optim.lr' expects float, got str 'abc'"),
+    ({"model": "m"}, ["optim.momentum=0.9"], "command line: unknown key 'optim.momentum'"),
+    ({"model": "m"}, ["steps"], "command line: override 'steps' is not of the form key.path=value"),
+])
+def test_errors_name_source_key_and_type(tmp_path, data, overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(Job, _write(tmp_path, data), overrides)
+    assert expected in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(Job, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(Job, bad)
+
+
+def test_layout_errors():
+    with pytest.raises(UserError, match="world size 3 is not divisible by parallel.tp × parallel.pp = 2 × 1"):
+        check_layout(3, ParallelConfig(tp=2))
+    with pytest.raises(UserError, match="parallel.vpp=2 needs parallel.pp ≥ 2"):
+        check_layout(2, ParallelConfig(vpp=2))
+    with pytest.raises(UserError, match="6 layers do not split evenly"):
+        check_layout(4, ParallelConfig(pp=2, vpp=2), num_layers=6)
+    check_layout(8, ParallelConfig(tp=2, pp=2, vpp=2), num_layers=8)
