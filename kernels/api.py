@@ -206,6 +206,7 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     coef_logp = _per_token(coef_logp, "coef_logp", n, device)
     coef_ratio = _per_token(coef_ratio, "coef_ratio", n, device)
     kl_coef = _per_token(kl_coef, "kl_coef", n, device)
+    has_ref = ref_logp is not None
     ref_logp = _per_token(ref_logp, "ref_logp", n, device, required=bool(kl_coef.any()))
     backend = _pick_backend(backend, hidden, tp_group)
     if backend == "naive":
@@ -216,4 +217,6 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
         loss, *diagnostics = _FusedOrealLoss.apply(hidden, weight, labels, coef_logp, coef_ratio, ref_logp,
                                                    kl_coef, kl_type, temperature, tp_group, ignore_index,
                                                    backend, chunk_tokens)
+    if not has_ref:  # no reference given: report no KL rather than the KL to a zero log-prob
+        diagnostics[1] = torch.zeros_like(diagnostics[1])
     return loss, OrealLossDiagnostics(*diagnostics)

@@ -186,7 +186,7 @@ def run(args):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
     hidden_size, vocab = parse_shape(args.shape or ("qwen2.5-7b" if on_gpu else "256,8192"))
-    tokens = args.tokens or (16384 if on_gpu else 1024)
+    tokens = (16384 if on_gpu else 1024) if args.tokens is None else args.tokens
     if tokens <= 0 or args.repeats <= 0:
         raise UserError(f"--tokens {tokens} and --repeats {args.repeats} must be positive")
     dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]

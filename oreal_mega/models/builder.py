@@ -24,10 +24,14 @@ class OrealGPTModel(GPTModel):
         return super()._postprocess(hidden_states=hidden_states, **kwargs)
 
     def lm_head_weight(self) -> torch.Tensor:
-        """This rank's vocab shard of the output projection `[V / tp, H]`."""
+        """This rank's vocab shard of the output projection, without the rows that only pad the
+        vocab to a multiple of TP (the kernels accept uneven shards)."""
         if self.share_embeddings_and_output_weights:
-            return self.shared_embedding_or_output_weight()
-        return self.output_layer.weight
+            weight = self.shared_embedding_or_output_weight()
+        else:
+            weight = self.output_layer.weight
+        start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
+        return weight[: max(0, min(weight.shape[0], self.real_vocab_size - start))]
 
 
 def transformer_config(arch: ModelArch, dtype: str = "float32", recompute: bool = False,
@@ -68,6 +72,9 @@ def transformer_config(arch: ModelArch, dtype: str = "float32", recompute: bool 
         apply_rope_fusion=False,
         # gloo pairs batched send/recv by order, which breaks interleaved PP with one peer.
         batch_p2p_comm=on_cpu is False,
+        # Losses arrive globally normalised: megatron must neither average them over micro-batches
+        # nor average gradients over data-parallel ranks.
+        calculate_per_token_loss=True,
         recompute_granularity="full" if recompute else None,
         recompute_method="uniform" if recompute else None,
         recompute_num_layers=1 if recompute else None,
@@ -102,6 +109,7 @@ def build_model(arch: ModelArch, dtype: str = "float32", recompute: bool = False
             rope_scaling_factor=arch.rope_scaling_factor or 8.0,
             vp_stage=stage,
         )
+        model.real_vocab_size = arch.vocab_size
         if torch.cuda.is_available():
             model.cuda(torch.cuda.current_device())
         chunks.append(model)

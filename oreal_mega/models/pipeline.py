@@ -65,7 +65,6 @@ def forward_backward(chunks: list[torch.nn.Module], micro_batches: list[MicroBat
         raise ValueError("all micro-batches of a step must be padded to the same length")
     device = next(chunks[0].parameters()).device
     for chunk in chunks:
-        chunk.config.calculate_per_token_loss = True
         _unwrap(chunk).output_hidden_states = True
 
     def forward_step(data_iterator, model):

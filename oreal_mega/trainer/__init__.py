@@ -1,0 +1,1 @@
+"""Training-side components: optimizers, the policy / reference / token-RM models, the RL loop."""
