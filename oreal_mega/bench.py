@@ -9,6 +9,7 @@ BENCHMARKS = {
     "packing": ("oreal_mega.packing_bench", "C++ vs Python packing / DP balancing speed-up"),
     "kernels": ("oreal_mega.kernels.bench", "fused LM-head log-prob / loss kernels vs naive PyTorch"),
     "verifier": ("oreal_mega.verifier.bench", "verdicts per second, typical and pathological answers"),
+    "convert": ("oreal_mega.weights.convert_bench", "HF export and HF load GB/s (megatron ⇄ safetensors)"),
     "sync": ("oreal_mega.rollout.sync_bench", "trainer → vLLM weight sync seconds and GB/s"),
     "train": ("oreal_mega.train_bench", "megatron forward+backward tokens/s and MFU, packed sequences"),
 }

@@ -10,6 +10,7 @@ import sys
 COMMANDS = {
     "generate": ("oreal_mega.rollout.generate_cli", "offline rollouts with vLLM (JSONL prompts in, samples + verdicts out)"),
     "verify": ("oreal_mega.verifier.cli", "judge responses against gold answers (JSONL in, verdicts out)"),
+    "convert": ("oreal_mega.weights.convert_cli", "HF checkpoint ⇄ megatron checkpoint (any TP/PP), atomically"),
     "bench": ("oreal_mega.bench", "measure a component: packing, kernels, verifier, convert, sync, train"),
 }
 

@@ -23,12 +23,15 @@ class MicroBatch:
     position_ids: torch.Tensor  # [T] int64, restarting at 0 for each sequence
     seq_lengths: list[int]  # real sequences, then (maybe) one padding segment
     num_real_tokens: int
-    fields: dict[str, torch.Tensor] = field(default_factory=dict)
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)  # per token [T, ...]
+    sequence_fields: dict[str, torch.Tensor] = field(default_factory=dict)  # per real sequence [S]
+    index: int = 0  # position in the step's list of micro-batches
 
     def to(self, device) -> "MicroBatch":
         return MicroBatch(self.input_ids.to(device), self.position_ids.to(device),
                           self.seq_lengths, self.num_real_tokens,
-                          {k: v.to(device) for k, v in self.fields.items()})
+                          {k: v.to(device) for k, v in self.fields.items()},
+                          {k: v.to(device) for k, v in self.sequence_fields.items()}, self.index)
 
 
 def pack(sequences: list[torch.Tensor], length: int, fields: dict[str, list[torch.Tensor]] = None,
@@ -64,6 +67,8 @@ def forward_backward(chunks: list[torch.nn.Module], micro_batches: list[MicroBat
     if any(len(mb.input_ids) != length for mb in micro_batches):
         raise ValueError("all micro-batches of a step must be padded to the same length")
     device = next(chunks[0].parameters()).device
+    for i, mb in enumerate(micro_batches):
+        mb.index = i
     for chunk in chunks:
         _unwrap(chunk).output_hidden_states = True
 

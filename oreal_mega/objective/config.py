@@ -1,0 +1,143 @@
+"""Every knob of the OREAL objective, with the reference code's defaults.
+
+Defaults reproduce `oreal_w_tokenrm_OREAL-7B-SFT_seqlen16k.py` of InternLM/OREAL (commit 2859cc0).
+Symbols refer to /work/shared/docs/oreal-algorithm.md §0–§2; README.md in this folder has the table.
+"""
+from dataclasses import dataclass, fields
+import math
+
+from oreal_mega.cli import UserError
+
+MODES = ("code", "paper")
+ADVANTAGE_TYPES = ("rloo", "grpo", "reinforce")
+KL_TYPES = ("k3", "k1", "mse")
+TOKEN_WEIGHT_TYPES = ("threshold", "topk", "none")
+
+# (low, high, repeat): a prompt with low <= pass_rate < high is repeated `repeat` times; others are dropped.
+CODE_DIFFICULTY_BUCKETS = ((0.0, 0.2, 6), (0.2, 0.4, 4), (0.4, 0.6, 4), (0.6, 0.8, 2))
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """OREAL objective settings. Each field documents its paper symbol."""
+
+    mode: str = "code"
+    """'code': the objective of the authors' train_oreal.py (§1.2);
+    'paper': Eq. 11 with (1−p)-reshaped negatives (§1.1)."""
+    reward_correct: float = 1.0
+    """r for a correct rollout. Code +1; paper 1."""
+    reward_wrong: float = -1.0
+    """r for a wrong, unanswered, truncated, timed-out or unverifiable rollout. Code −1; paper 0."""
+    advantage_type: str = "rloo"
+    """Advantage A from the K rewards of a prompt: 'rloo' r_k − mean_{j≠k} r_j;
+    'grpo' (r − mean)/(std + 1e-8); 'reinforce' r."""
+    filter_trajectory: bool = True
+    """Drop prompts whose pass rate p = c/K is 0 or 1."""
+    keep_pairs: bool = True
+    """Keep one random correct and one random incorrect rollout per remaining prompt (needs filter_trajectory)."""
+    selection_seed: int = 0
+    """Seed of the pair-selection RNG (the code's `seed`); the trainer offsets it by the step."""
+    difficulty_buckets: tuple = CODE_DIFFICULTY_BUCKETS
+    """Prompt-loader repetition by recorded pass rate: (low, high, repeat), half-open; outside all → dropped."""
+    pos_mult_adv: bool | None = None
+    """Multiply the positive BC term by A+. None = the mode's default (code: True, paper: False)."""
+    positive_loss_factor: float = 1.0
+    """λ+: weight of the positive (behaviour-cloning) term."""
+    negative_loss_factor: float = 0.5
+    """η: weight of the negative (policy-gradient) term."""
+    kl_coef: float = 0.01
+    """β: weight of the KL penalty to the frozen reference policy π0."""
+    kl_type: str = "k3"
+    """Per-token KL estimator, d = ℓ^ref − ℓ: 'k3' exp(d) − d − 1; 'k1' −d = ℓ − ℓ^ref; 'mse' d²/2."""
+    token_weights: str = "threshold"
+    """How ω± come from the TRM's q_t = σ(prefix-mean logit): 'threshold', 'topk', or 'none' (ω± = 1, no TRM)."""
+    positive_threshold: float = 0.5
+    """Threshold th+ in ω+ = clamp((q − th+)/(1 − th+), 0, 1); 0.5 gives Eq. 10's clamp(2q − 1, 0, 1)."""
+    negative_threshold: float = 0.5
+    """Threshold th− in ω− = clamp(((1 − q) − th−)/(1 − th−), 0, 1); 0.5 gives clamp(1 − 2q, 0, 1)."""
+    positive_topk_ratio: float = 0.25
+    """topk mode: fraction of a positive response's tokens kept (by q), min-max scaled to [0, 1]."""
+    negative_topk_ratio: float = 0.25
+    """topk mode: fraction of a negative response's tokens kept (by 1 − q), min-max scaled to [0, 1]."""
+    actor_freeze_steps: int = 10
+    """Steps at the start during which only the TRM trains (its head starts at zero, so ω± = 0)."""
+    ppo_clip: bool = False
+    """PPO-style ratio clipping of the policy terms, for several optimiser steps per rollout batch. Off in the code."""
+    clip_low: float = 0.2
+    """ε_low: the ratio πθ/π_old is clipped below at 1 − ε_low (ppo_clip only)."""
+    clip_high: float = 0.2
+    """ε_high: the ratio πθ/π_old is clipped above at 1 + ε_high (ppo_clip only)."""
+
+    def __post_init__(self):
+        _choice("mode", self.mode, MODES)
+        _choice("advantage_type", self.advantage_type, ADVANTAGE_TYPES)
+        _choice("kl_type", self.kl_type, KL_TYPES)
+        _choice("token_weights", self.token_weights, TOKEN_WEIGHT_TYPES)
+        for key in ("reward_correct", "reward_wrong", "positive_loss_factor", "negative_loss_factor", "kl_coef"):
+            _finite(key, getattr(self, key))
+        if not self.reward_correct > self.reward_wrong:
+            raise UserError(f"objective: reward_correct ({self.reward_correct}) must exceed "
+                            f"reward_wrong ({self.reward_wrong})")
+        for key in ("positive_loss_factor", "negative_loss_factor", "kl_coef", "clip_low", "clip_high"):
+            if getattr(self, key) < 0:
+                raise UserError(f"objective: {key} = {getattr(self, key)} must be >= 0")
+        for key in ("positive_threshold", "negative_threshold"):
+            if not 0.0 <= getattr(self, key) < 1.0:
+                raise UserError(f"objective: {key} = {getattr(self, key)} must be in [0, 1)")
+        for key in ("positive_topk_ratio", "negative_topk_ratio"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise UserError(f"objective: {key} = {getattr(self, key)} must be in (0, 1]")
+        if self.keep_pairs and not self.filter_trajectory:
+            raise UserError("objective: keep_pairs = true needs filter_trajectory = true")
+        if self.actor_freeze_steps < 0:
+            raise UserError(f"objective: actor_freeze_steps = {self.actor_freeze_steps} must be >= 0")
+        if self.clip_low >= 1.0:
+            raise UserError(f"objective: clip_low = {self.clip_low} must be < 1")
+        _check_buckets(self.difficulty_buckets)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "ObjectiveConfig":
+        """Build from a parsed config section, naming `source` and the key on an unknown key."""
+        known = {f.name for f in fields(cls)}
+        for key in values:
+            if key not in known:
+                raise UserError(f"{source}: unknown objective key '{key}' (known: {', '.join(sorted(known))})")
+        values = dict(values)
+        if "difficulty_buckets" in values:
+            values["difficulty_buckets"] = tuple(tuple(b) for b in values["difficulty_buckets"])
+        return cls(**values)
+
+    @classmethod
+    def paper(cls, **overrides) -> "ObjectiveConfig":
+        """The paper's objective: {0,1} rewards, plain BC on positives, (1−p)-reshaped negatives."""
+        return cls(**{"mode": "paper", "reward_correct": 1.0, "reward_wrong": 0.0, **overrides})
+
+    @property
+    def positive_times_advantage(self) -> bool:
+        """Whether the positive term is multiplied by A+ (pos_mult_adv, resolved against the mode)."""
+        return self.mode == "code" if self.pos_mult_adv is None else self.pos_mult_adv
+
+    def actor_is_frozen(self, step: int) -> bool:
+        """True while only the TRM trains (0-based step < actor_freeze_steps)."""
+        return step < self.actor_freeze_steps
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise UserError(f"objective: {key} = {value!r} is not one of {', '.join(allowed)}")
+
+
+def _finite(key, value):
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise UserError(f"objective: {key} = {value!r} must be a finite number")
+
+
+def _check_buckets(buckets):
+    for i, bucket in enumerate(buckets):
+        if len(bucket) != 3:
+            raise UserError(f"objective: difficulty_buckets[{i}] = {bucket!r} must be (low, high, repeat)")
+        low, high, repeat = bucket
+        if not (low < high) or not isinstance(repeat, int) or repeat < 0:
+            raise UserError(f"objective: difficulty_buckets[{i}] = {bucket!r} needs low < high and an int repeat >= 0")
+        if i and low < buckets[i - 1][1]:
+            raise UserError(f"objective: difficulty_buckets[{i}] = {bucket!r} overlaps the previous bucket")

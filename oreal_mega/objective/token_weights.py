@@ -1,0 +1,86 @@
+"""Token-level reward model (TRM) side of the objective: its loss, and the token weights ω± it yields.
+
+Input: the TRM's per-token logits s_t [T] on a PackedResponses stream (the head is Linear(hidden, 1)).
+q_t = σ(m_t), m_t = mean of s over the response tokens ≤ t of the same sequence, detached.
+Positive sequences use ω+ (from q), negative ones ω− (from 1 − q). Weights are not renormalised.
+"""
+import torch
+import torch.nn.functional as F
+
+from .config import ObjectiveConfig
+from .packed import PackedResponses, response_prefix_mean, segment_sum
+
+
+def correctness_probability(trm_logits: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
+    """[T] q_t = σ(prefix mean of s) on response tokens, detached; 0 elsewhere."""
+    q = torch.sigmoid(response_prefix_mean(trm_logits.float(), batch))
+    return torch.where(batch.response_mask, q, 0.0)
+
+
+def threshold_rescale(prob: torch.Tensor, threshold: float) -> torch.Tensor:
+    """clamp((prob − th)/(1 − th), 0, 1); at th = 0.5 this is clamp(2·prob − 1, 0, 1) (Eq. 10)."""
+    return ((prob - threshold) / (1.0 - threshold)).clamp(0.0, 1.0)
+
+
+def topk_rescale(prob: torch.Tensor, batch: PackedResponses, ratio: float) -> torch.Tensor:
+    """Per sequence, keep the ⌊ratio·T_resp⌋ response tokens with the highest prob, min-max scale the kept
+    values to [0, 1] (all 1 when they are equal), set every other token to 0. Ties: earlier token first."""
+    response = torch.nonzero(batch.response_mask).squeeze(1)
+    values = prob[response]
+    seq = batch.sequence_ids[response]
+    # order tokens by sequence, then by descending prob (two stable sorts)
+    order = torch.argsort(values, descending=True, stable=True)
+    order = order[torch.argsort(seq[order], stable=True)]
+    lengths = batch.response_lengths
+    first = torch.cumsum(lengths, 0) - lengths
+    rank_in_seq = torch.arange(order.numel(), device=prob.device) - first[seq[order]]
+    keep_count = torch.floor(lengths.double() * ratio).long()
+    kept = order[rank_in_seq < keep_count[seq[order]]]
+    kept_values, kept_seq = values[kept], seq[kept]
+    s = batch.num_sequences
+    vmax = torch.full((s,), -torch.inf, device=prob.device).scatter_reduce(0, kept_seq, kept_values, "amax")
+    vmin = torch.full((s,), torch.inf, device=prob.device).scatter_reduce(0, kept_seq, kept_values, "amin")
+    span = (vmax - vmin)[kept_seq]
+    scaled = torch.where(span > 0, (kept_values - vmin[kept_seq]) / span.clamp_min(torch.finfo(span.dtype).tiny), 1.0)
+    out = torch.zeros_like(prob)
+    out[response[kept]] = scaled
+    return out
+
+
+def positive_negative_weights(q: torch.Tensor, batch: PackedResponses, cfg: ObjectiveConfig):
+    """(ω+ [T], ω− [T]) for every response token, before choosing by the sequence's label."""
+    if cfg.token_weights == "threshold":
+        return threshold_rescale(q, cfg.positive_threshold), threshold_rescale(1.0 - q, cfg.negative_threshold)
+    if cfg.token_weights == "topk":
+        return (topk_rescale(q, batch, cfg.positive_topk_ratio),
+                topk_rescale(1.0 - q, batch, cfg.negative_topk_ratio))
+    raise ValueError(f"token weights: no rescale for token_weights = {cfg.token_weights!r}")
+
+
+def token_weights(trm_logits: torch.Tensor | None, batch: PackedResponses, cfg: ObjectiveConfig) -> torch.Tensor:
+    """[T] fp32 ω: ω+ on positive sequences, ω− on negative ones, 0 off-response; detached.
+
+    With token_weights = 'none' (no TRM), ω = 1 on every response token and trm_logits is ignored.
+    """
+    mask = batch.response_mask
+    if cfg.token_weights == "none":
+        return mask.float()
+    if trm_logits is None or trm_logits.shape != mask.shape:
+        shape = None if trm_logits is None else tuple(trm_logits.shape)
+        raise ValueError(f"token weights: trm_logits must have shape {tuple(mask.shape)}, got {shape}")
+    q = correctness_probability(trm_logits, batch)
+    w_pos, w_neg = positive_negative_weights(q, batch, cfg)
+    weights = torch.where(batch.per_token(batch.is_positive), w_pos, w_neg)
+    return torch.where(mask, weights, 0.0).float()
+
+
+def trm_loss(trm_logits: torch.Tensor, batch: PackedResponses, num_sequences_global: int) -> torch.Tensor:
+    """Σ_sequences BCE(σ(mean_t s_t), 1[positive]) / M, M = kept sequences of the whole step (Eq. 12).
+
+    Each sequence counts once whatever its length; summing this over micro-batches and DP ranks gives
+    the step's mean over M.
+    """
+    logits = torch.where(batch.response_mask, trm_logits.float(), 0.0)
+    seq_mean = segment_sum(logits, batch.sequence_ids, batch.num_sequences) / batch.response_lengths.float()
+    bce = F.binary_cross_entropy_with_logits(seq_mean, batch.is_positive.float(), reduction="sum")
+    return bce / max(num_sequences_global, 1)

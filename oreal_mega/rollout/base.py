@@ -1,0 +1,102 @@
+"""The rollout-engine contract shared by the trainer and `oreal-mega generate`.
+
+A rollout engine samples completions from the current policy and receives new weights from
+the trainer. Weights arrive as `(hf_name, tensor)` pairs in HuggingFace naming (the trainer's
+Megatron→HF export mapping produces them), so the engine never sees Megatron layouts.
+"""
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+class RolloutEngineError(RuntimeError):
+    """The rollout engine failed or is unusable; the message names the failed operation."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to sample completions. `top_k=-1` and `top_p=1.0` disable those filters.
+
+    With a `seed`, every prompt's samples are reproducible: prompt i's samples use seeds
+    seed + i*n ... seed + i*n + n-1, so repeated prompts still get distinct samples.
+    """
+    n: int = 1
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 256
+    seed: int | None = None
+    stop_token_ids: tuple[int, ...] = ()
+
+    def __post_init__(self):
+        checks = {
+            "n": self.n >= 1,
+            "temperature": self.temperature >= 0.0,
+            "top_p": 0.0 < self.top_p <= 1.0,
+            "top_k": self.top_k == -1 or self.top_k >= 1,
+            "max_tokens": self.max_tokens >= 1,
+        }
+        for key, valid in checks.items():
+            if not valid:
+                raise ValueError(f"SamplingConfig.{key}={getattr(self, key)!r} is out of range")
+
+
+@dataclass
+class Sample:
+    """One completion of one prompt.
+
+    `logprobs[j]` is the fp32 log-probability of `token_ids[j]` under the distribution the
+    engine sampled from at temperature 1 before top-p/top-k filtering, i.e. the policy's
+    log-probability that the trainer's importance ratios need.
+    """
+    prompt_index: int
+    token_ids: list[int]
+    text: str
+    logprobs: torch.Tensor
+    finish_reason: Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    """What one weight synchronisation moved: bytes, buckets and wall seconds."""
+    bytes: int
+    buckets: int
+    seconds: float
+    tensors: int = 0
+
+    @property
+    def gb_per_s(self) -> float:
+        return self.bytes / 1e9 / self.seconds if self.seconds > 0 else float("inf")
+
+
+class RolloutEngine(ABC):
+    """Generation and weight updates for one policy."""
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]] | list[str], sampling: SamplingConfig,
+                 progress: bool = False) -> list[list[Sample]]:
+        """Sample `sampling.n` completions per prompt; result[i] holds prompt i's samples.
+        String prompts are used as they are (no chat template); `progress` shows a bar."""
+
+    @abstractmethod
+    def prompt_logprobs(self, token_ids_list: list[list[int]]) -> list[torch.Tensor]:
+        """For each sequence, fp32 log p(t_j | t_<j) for j = 1..len-1 (length len-1)."""
+
+    @abstractmethod
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        """Replace the policy weights with the full set of HF-named tensors given."""
+
+    @abstractmethod
+    def sleep(self) -> None:
+        """Release accelerator memory (weights and KV cache) while the trainer runs."""
+
+    @abstractmethod
+    def wake(self) -> None:
+        """Re-acquire what `sleep` released; call before `generate` or `update_weights`."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Free the engine; any later call raises RolloutEngineError."""

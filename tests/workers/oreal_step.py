@@ -1,0 +1,98 @@
+"""torchrun worker: one OREAL update (reference pass, token-RM step, policy step) on fixed
+trajectories in a given layout and micro-batch size; saves full gradients of policy and RM."""
+import argparse
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state as ps
+
+from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.models.builder import build_model
+from oreal_mega.models.ddp import finalize_grads, wrap_ddp
+from oreal_mega.models.hf_config import parse_arch
+from oreal_mega.objective import ObjectiveConfig, global_counts
+from oreal_mega.packing import plan_dp_microbatches
+from oreal_mega.testing.layouts import TINY_CONFIGS
+from oreal_mega.trainer.batch import Trajectory, micro_batches
+from oreal_mega.trainer.passes import actor_step, reference_logprobs, token_rm_step
+from oreal_mega.trainer.token_rm import to_token_rm
+from oreal_mega.weights.layout import gather_full_grads, load_full_state
+
+ARCH = "qwen2"
+
+
+def trajectories(vocab: int) -> list[Trajectory]:
+    gen = torch.Generator().manual_seed(5)
+    out = []
+    for i in range(7):
+        prompt = torch.randint(3, vocab, (int(torch.randint(3, 8, (1,), generator=gen)),), generator=gen)
+        response = torch.randint(3, vocab, (int(torch.randint(2, 9, (1,), generator=gen)),), generator=gen)
+        out.append(Trajectory(prompt.tolist(), response.tolist(), is_positive=i % 2 == 0,
+                              advantage=float(torch.randn(1, generator=gen)), pass_rate=0.25 + 0.1 * i))
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--tp", type=int, default=1)
+    p.add_argument("--pp", type=int, default=1)
+    p.add_argument("--max-tokens", type=int, nargs="+", required=True,
+                   help="micro-batch token budgets; one update (from the same weights) per budget")
+    p.add_argument("--states", type=Path, help="full states to load (omit to create them)")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args()
+    arch = parse_arch(TINY_CONFIGS[ARCH])
+    init_distributed(ParallelConfig(tp=args.tp, pp=args.pp, seed=3), arch.num_layers)
+    policy, reference, rm = build_model(arch), build_model(arch), build_model(arch)
+    if args.states is None:  # the first (single-process) run draws three different models
+        if dist.get_rank() == 0:
+            states = {name: {n: p.detach().clone() for n, p in chunks[0].named_parameters()}
+                      for name, chunks in (("policy", policy), ("reference", reference), ("rm", rm))}
+            states["value_head"] = torch.randn(1, arch.hidden_size) * 0.5
+            torch.save(states, args.out / "states.pt")
+        dist.barrier()
+        args.states = args.out / "states.pt"
+    states = torch.load(args.states)
+    for name, chunks in (("policy", policy), ("reference", reference), ("rm", rm)):
+        load_full_state(chunks, states[name], arch.tie_word_embeddings)
+    to_token_rm(rm)
+    for chunk in rm:
+        if chunk.post_process:
+            chunk.value_head.weight.data.copy_(states["value_head"])
+    policy, rm = wrap_ddp(policy), wrap_ddp(rm)
+
+    for budget in args.max_tokens:
+        grads = oreal_update(arch, policy, reference, rm, budget)
+        if ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0:
+            torch.save(grads, args.out / f"grads_{budget}_pp{ps.get_pipeline_model_parallel_rank()}.pt")
+    dist.barrier()
+    shutdown()
+
+
+def oreal_update(arch, policy, reference, rm, budget):
+    """Gradients of one OREAL update of policy and RM with micro-batches of ≤ budget tokens."""
+    for chunk in policy + rm:
+        chunk.zero_grad_buffer()
+    trajs = trajectories(arch.vocab_size)
+    dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+    plan = plan_dp_microbatches([t.length for t in trajs], dp, budget)
+    length = max(sum(trajs[i].length for i in mb) for rank in plan for mb in rank)
+    mbs = micro_batches(trajs, plan[dp_rank], length)
+    mine = [trajs[i] for mb in plan[dp_rank] for i in mb]
+    counts = global_counts(torch.tensor([len(t.response_ids) for t in mine], dtype=torch.long),
+                           torch.tensor([t.is_positive for t in mine]), ps.get_data_parallel_group())
+    cfg = ObjectiveConfig()
+    tp_group = ps.get_tensor_model_parallel_group()
+
+    ref_logps = reference_logprobs(reference, mbs, tp_group)
+    rm_metrics = token_rm_step(rm, mbs, counts, cfg)
+    weights = [m["weights"] for m in rm_metrics]
+    actor_step(policy, mbs, ref_logps, weights, counts, cfg, tp_group)
+    finalize_grads(policy)
+    finalize_grads(rm)
+    return {"policy": gather_full_grads(policy, arch.vocab_size), "rm": gather_full_grads(rm, arch.vocab_size)}
+
+
+if __name__ == "__main__":
+    main()
