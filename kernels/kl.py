@@ -1,9 +1,12 @@
 """Per-token KL estimators between the policy log-prob ℓ and the reference log-prob r, and dKL/dℓ.
 
-Definitions follow OREAL's train_oreal.py (shared/docs/oreal-algorithm.md §1.2), with δ = r − ℓ:
-  k3  ("unbias", default):  e^δ − δ − 1        dKL/dℓ = 1 − e^δ
-  k1  ("kl"):               δ = r − ℓ           dKL/dℓ = −1   (OREAL's sign; the textbook k1 is ℓ − r)
-  mse ("mse"):              δ²/2                dKL/dℓ = −δ
+With δ = r − ℓ (shared/docs/oreal-algorithm.md §1.2):
+  k3  ("unbias", the default):  e^δ − δ − 1        dKL/dℓ = 1 − e^δ
+  k1:                           ℓ − r = −δ          dKL/dℓ = 1
+  mse:                          δ²/2                dKL/dℓ = −δ
+k1 is the textbook estimator, whose mean under π is KL(π‖π_ref). The reference code's "kl" option
+adds +δ instead, which as a loss pushes the policy away from the reference; that sign is a bug we
+do not reproduce.
 """
 import torch
 
@@ -15,7 +18,7 @@ def kl_value(logp: torch.Tensor, ref_logp: torch.Tensor, kl_type: str) -> torch.
     if kl_type == "k3":
         return torch.expm1(delta) - delta
     if kl_type == "k1":
-        return delta
+        return -delta
     if kl_type == "mse":
         return 0.5 * delta * delta
     raise ValueError(f"kl_type={kl_type!r}: expected one of {KL_TYPES}")
@@ -27,7 +30,7 @@ def kl_grad(logp: torch.Tensor, ref_logp: torch.Tensor, kl_type: str) -> torch.T
     if kl_type == "k3":
         return -torch.expm1(delta)
     if kl_type == "k1":
-        return torch.full_like(logp, -1.0)
+        return torch.ones_like(logp)
     if kl_type == "mse":
         return -delta
     raise ValueError(f"kl_type={kl_type!r}: expected one of {KL_TYPES}")

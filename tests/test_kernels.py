@@ -50,10 +50,10 @@ def test_kl_estimators_hand_values():
     logp = torch.tensor([-1.0])
     ref = logp + math.log(2.0)  # δ = ref − logp = ln 2, e^δ = 2
     assert kl_value(logp, ref, "k3").item() == pytest.approx(2 - math.log(2) - 1, rel=1e-6)
-    assert kl_value(logp, ref, "k1").item() == pytest.approx(math.log(2), rel=1e-6)
+    assert kl_value(logp, ref, "k1").item() == pytest.approx(-math.log(2), rel=1e-6)
     assert kl_value(logp, ref, "mse").item() == pytest.approx(math.log(2) ** 2 / 2, rel=1e-6)
     assert kl_grad(logp, ref, "k3").item() == pytest.approx(-1.0, rel=1e-6)
-    assert kl_grad(logp, ref, "k1").item() == -1.0
+    assert kl_grad(logp, ref, "k1").item() == 1.0
     assert kl_grad(logp, ref, "mse").item() == pytest.approx(-math.log(2), rel=1e-6)
 
 

@@ -59,7 +59,7 @@ def check_token_logprobs(backend, dtype, temperature, *, seed, device="cpu", tok
 def reference_oreal_loss(logp, ref_logp, coef_logp, coef_ratio, kl_coef, kl_type):
     """The loss of fused_oreal_loss written out independently (OREAL code's KL estimators)."""
     delta = ref_logp - logp
-    kl = {"k3": torch.exp(delta) - delta - 1, "k1": delta, "mse": delta ** 2 / 2}[kl_type]
+    kl = {"k3": torch.exp(delta) - delta - 1, "k1": -delta, "mse": delta ** 2 / 2}[kl_type]
     return (coef_logp * logp + coef_ratio * torch.exp(logp - logp.detach()) + kl_coef * kl).sum(), kl
 
 

@@ -5,12 +5,14 @@ import os
 
 import pytest
 import torch
+
+from oreal_mega.kernels import kl_value
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from oreal_mega.objective import (GlobalCounts, ObjectiveConfig, PackedResponses, actor_loss_reference,
                                   actor_token_coefficients, advantages, clipped_token_coefficients,
-                                  global_counts, kl_penalty, split_for_data_parallel)
+                                  global_counts, split_for_data_parallel)
 
 # Two prompts, K = 4, ±1 rewards. Prompt A: c = 1 -> A+ = 2, A− = −2/3. Prompt B: c = 3 -> A+ = 2/3, A− = −2.
 # Kept: A+ (prompt 1 tok, response 2), A− (2, 3), B+ (1, 1), B− (1, 2). N+ = 3, N− = 5, N = 8, M = 4.
@@ -99,7 +101,7 @@ def test_reference_terms_and_gradient_hand_case(mode, kl_type):
 
 def kernel_form_loss(coef, kl_coef, logp, ref, kl_type):
     """What the fused kernel computes: Σ coef·ℓ + kl_coef·KL(ℓ, ℓ^ref)."""
-    return (coef * logp + kl_coef * kl_penalty(logp, ref, kl_type)).sum()
+    return (coef * logp + kl_coef * kl_value(logp, ref, kl_type)).sum()
 
 
 def random_rollouts(gen, num_seqs):

@@ -7,10 +7,10 @@ from dataclasses import dataclass, fields
 import math
 
 from oreal_mega.cli import UserError
+from oreal_mega.kernels import KL_TYPES
 
 MODES = ("code", "paper")
 ADVANTAGE_TYPES = ("rloo", "grpo", "reinforce")
-KL_TYPES = ("k3", "k1", "mse")
 TOKEN_WEIGHT_TYPES = ("threshold", "topk", "none")
 
 # (low, high, repeat): a prompt with low <= pass_rate < high is repeated `repeat` times; others are dropped.

@@ -2,7 +2,7 @@
 
 The fused kernel computes, over the tokens of a micro-batch,
     loss = Σ_t [ coef_logp_t · ℓ_t + kl_coef_t · KL(ℓ_t, ℓ^ref_t) ]
-with KL from `kl_penalty`. Coefficients are divided by the step's global counts (N+, N−, N), so summing
+with KL from `oreal_mega.kernels.kl_value` (k3 / k1 / mse). Coefficients are divided by the step's global counts (N+, N−, N), so summing
 the micro-batch losses over micro-batches and data-parallel ranks gives the step's loss whatever the
 micro-batch size, packing or DP size. The trainer must therefore SUM gradients over DP ranks (or
 multiply the loss by dp_size when its data-parallel reduction averages).
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from oreal_mega.kernels import kl_value
 
 from .config import ObjectiveConfig
 from .packed import PackedResponses
@@ -54,24 +56,6 @@ def global_counts(response_lengths: torch.Tensor, is_positive: torch.Tensor, gro
         dist.all_reduce(local, op=dist.ReduceOp.SUM, group=group)
     pos, neg, seqs = local.tolist()
     return GlobalCounts(positive_tokens=pos, negative_tokens=neg, sequences=seqs)
-
-
-def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kl_type: str) -> torch.Tensor:
-    """Per-token KL estimate of πθ from π_ref, with d = ℓ^ref − ℓ.
-
-    k3 (the code's default 'unbias'): exp(d) − d − 1 ≥ 0.
-    k1: ℓ − ℓ^ref = −d, whose mean under πθ is KL(πθ‖π_ref). The reference code's 'kl' option adds
-        +d instead, which as a loss rewards moving away from π_ref; that sign is not reproduced.
-    mse: d²/2.
-    """
-    d = ref_logp - logp
-    if kl_type == "k3":
-        return torch.exp(d) - d - 1.0
-    if kl_type == "k1":
-        return -d
-    if kl_type == "mse":
-        return 0.5 * d * d
-    raise ValueError(f"kl_penalty: unknown kl_type {kl_type!r}")
 
 
 def _sequence_policy_coefficients(batch: PackedResponses, counts: GlobalCounts, cfg: ObjectiveConfig) -> torch.Tensor:
@@ -146,5 +130,5 @@ def actor_loss_reference(logp: torch.Tensor, ref_logp: torch.Tensor, batch: Pack
     else:
         bc = (pos_w * -logp)[positive_token].sum()
         neg = -(torch.exp(logp - logp.detach()) * neg_w)[negative_token].sum()
-    kl = cfg.kl_coef * kl_penalty(logp, ref_logp.float(), cfg.kl_type)[mask].sum() / max(counts.tokens, 1)
+    kl = cfg.kl_coef * kl_value(logp, ref_logp.float(), cfg.kl_type)[mask].sum() / max(counts.tokens, 1)
     return ActorLossTerms(total=bc + neg + kl, bc=bc, neg=neg, kl=kl)
