@@ -8,6 +8,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "train": ("oreal_mega.trainer.train_cli", "OREAL reinforcement learning (rollout, verify, update, sync) under torchrun"),
     "generate": ("oreal_mega.rollout.generate_cli", "offline rollouts with vLLM (JSONL prompts in, samples + verdicts out)"),
     "verify": ("oreal_mega.verifier.cli", "judge responses against gold answers (JSONL in, verdicts out)"),
     "convert": ("oreal_mega.weights.convert_cli", "HF checkpoint ⇄ megatron checkpoint (any TP/PP), atomically"),

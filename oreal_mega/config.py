@@ -54,8 +54,13 @@ def _convert(value: Any, tp, key: str, source: str):
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             fail()
-        (item,) = typing.get_args(tp)[:1] or (Any,)
-        return [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length, typed by position
+            if len(value) != len(args):
+                fail()
+            return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+        items = [_convert(v, args[0] if args else Any, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             fail()

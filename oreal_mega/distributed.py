@@ -93,5 +93,5 @@ def shutdown() -> None:
 
     if parallel_state.model_parallel_is_initialized():
         parallel_state.destroy_model_parallel()
-    if dist.is_initialized():
+    if dist.is_initialized():  # (an in-process vLLM engine's shutdown may already have ended it)
         dist.destroy_process_group()

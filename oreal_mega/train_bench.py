@@ -15,6 +15,7 @@ from importlib import resources
 import torch
 
 from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.models.flops import measured_peak_flops, model_flops, sync
 from oreal_mega.models.hf_config import parse_arch, read_hf_config
 
 DEFAULT_CONFIG = resources.files("oreal_mega") / "data" / "tiny-qwen2.json"
@@ -32,37 +33,6 @@ def add_arguments(parser):
                         default="bfloat16" if torch.cuda.is_available() else "float32")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
-
-
-def measured_peak_flops(device, dtype) -> float:
-    n = 4096 if device.type == "cuda" else 512
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    _sync(device)
-    reps = 10
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - start)
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def model_flops(arch, num_tokens: int, doc_lengths: list[int]) -> float:
-    """6·N·T for the dense weights (LM head included) plus causal attention, forward+backward."""
-    h, layers = arch.hidden_size, arch.num_layers
-    q = arch.num_attention_heads * arch.kv_channels
-    kv = arch.num_query_groups * arch.kv_channels
-    per_layer = h * (q + 2 * kv) + q * h + 3 * h * arch.ffn_hidden_size
-    dense = layers * per_layer + arch.vocab_size * h
-    attention = 6 * layers * q * sum(n * n for n in doc_lengths)  # 2 matmuls × ½ causal × 2 × 3
-    return 6 * dense * num_tokens + attention
 
 
 def run(args):
@@ -96,11 +66,11 @@ def run(args):
     times = []
     for step in range(args.warmup + args.steps):
         zero_grads(chunks)
-        _sync(topo.device)
+        sync(topo.device)
         start = time.perf_counter()
         forward_backward(chunks, [batch], loss_fn)
         finalize_grads(chunks)
-        _sync(topo.device)
+        sync(topo.device)
         if step >= args.warmup:
             times.append(time.perf_counter() - start)
     seconds = statistics.median(times)

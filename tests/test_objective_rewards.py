@@ -30,13 +30,19 @@ def test_config_rejects_bad_values_naming_the_key(key, value):
         ObjectiveConfig(**{key: value})
 
 
-def test_config_from_dict_names_unknown_key_and_source():
+def test_config_from_yaml_names_unknown_key_and_source(tmp_path):
+    from oreal_mega.config import load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("kl_coeff: 0.1\n")
     with pytest.raises(UserError, match=r"run\.yaml.*'kl_coeff'"):
-        ObjectiveConfig.from_dict({"kl_coeff": 0.1}, source="run.yaml")
-    cfg = ObjectiveConfig.from_dict({"kl_type": "mse", "difficulty_buckets": [[0.0, 1.0, 1]]})
+        load_config(ObjectiveConfig, path)
+    path.write_text("kl_type: mse\ndifficulty_buckets: [[0.0, 1.0, 1]]\n")
+    cfg = load_config(ObjectiveConfig, path)
     assert cfg.kl_type == "mse" and cfg.difficulty_buckets == ((0.0, 1.0, 1),)
+    path.write_text("filter_trajectory: false\n")
     with pytest.raises(UserError, match="keep_pairs"):
-        ObjectiveConfig.from_dict({"filter_trajectory": False})
+        load_config(ObjectiveConfig, path)
 
 
 def test_rewards_from_verdicts_code_and_paper_values_and_counts():

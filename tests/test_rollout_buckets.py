@@ -7,7 +7,7 @@ import torch
 from oreal_mega.cli import UserError
 from oreal_mega.rollout.base import SamplingConfig
 from oreal_mega.rollout.buckets import bucketize, layer_group
-from oreal_mega.rollout.generate_cli import read_prompts
+from oreal_mega.rollout.prompts import read_prompts
 from oreal_mega.rollout.parity import (
     PolicyParityError,
     check_parity,

@@ -195,3 +195,23 @@ def test_generate_command_writes_samples_and_verdicts(model_dir, tmp_path, capsy
     assert "tokens/s" in printed
     assert all(row["correct"] in (True, False) and row["status"] for row in rows)
     assert "pass@1" in printed and "pass@3" in printed
+
+
+def test_tied_qwen2_head_follows_a_changed_embedding(tmp_path):
+    """Regression: vLLM's CPU LM head keeps a GEMM kernel prepared from the tied embedding at load
+    time; without re-tying after the reload, logits came from the old embedding (Δ 3.6)."""
+    from transformers import AutoModelForCausalLM
+
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+    qwen_dir = make_tiny_model_dir(tmp_path / "tiny_qwen2_tied", arch="qwen2", tie=True, seed=6)
+    engine = VLLMRolloutEngine(str(qwen_dir), dtype="float32", max_model_len=64)
+    trainer = AutoModelForCausalLM.from_pretrained(str(qwen_dir), dtype=torch.float64).eval()
+    with torch.no_grad():
+        trainer.model.embed_tokens.weight.mul_(1.3)  # the tied head changes with it
+    engine.update_weights((name, t.float()) for name, t in trainer.state_dict().items()
+                          if name != "lm_head.weight")
+    probe = [ids[:20] for ids in PROBE]
+    report = check_parity(engine.prompt_logprobs(probe),
+                          [reference_logprobs(trainer, ids).float() for ids in probe], threshold=1e-4)
+    assert report.max_abs_diff <= 1e-4
+    engine.shutdown()

@@ -3,7 +3,7 @@
 Defaults reproduce `oreal_w_tokenrm_OREAL-7B-SFT_seqlen16k.py` of InternLM/OREAL (commit 2859cc0).
 Symbols refer to /work/shared/docs/oreal-algorithm.md §0–§2; README.md in this folder has the table.
 """
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 import math
 
 from oreal_mega.cli import UserError
@@ -37,7 +37,7 @@ class ObjectiveConfig:
     """Keep one random correct and one random incorrect rollout per remaining prompt (needs filter_trajectory)."""
     selection_seed: int = 0
     """Seed of the pair-selection RNG (the code's `seed`); the trainer offsets it by the step."""
-    difficulty_buckets: tuple = CODE_DIFFICULTY_BUCKETS
+    difficulty_buckets: tuple[tuple[float, float, int], ...] = CODE_DIFFICULTY_BUCKETS
     """Prompt-loader repetition by recorded pass rate: (low, high, repeat), half-open; outside all → dropped."""
     pos_mult_adv: bool | None = None
     """Multiply the positive BC term by A+. None = the mode's default (code: True, paper: False)."""
@@ -94,18 +94,6 @@ class ObjectiveConfig:
         if self.clip_low >= 1.0:
             raise UserError(f"objective: clip_low = {self.clip_low} must be < 1")
         _check_buckets(self.difficulty_buckets)
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "ObjectiveConfig":
-        """Build from a parsed config section, naming `source` and the key on an unknown key."""
-        known = {f.name for f in fields(cls)}
-        for key in values:
-            if key not in known:
-                raise UserError(f"{source}: unknown objective key '{key}' (known: {', '.join(sorted(known))})")
-        values = dict(values)
-        if "difficulty_buckets" in values:
-            values["difficulty_buckets"] = tuple(tuple(b) for b in values["difficulty_buckets"])
-        return cls(**values)
 
     @classmethod
     def paper(cls, **overrides) -> "ObjectiveConfig":

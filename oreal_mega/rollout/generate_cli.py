@@ -7,21 +7,10 @@ gold answers exist the samples are verified and pass rates are printed.
 """
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from oreal_mega.cli import UserError
-
-QUESTION_KEYS = ("question", "prompt", "problem")
-GOLD_KEYS = ("gold_answer", "answer")
-
-
-@dataclass
-class PromptRecord:
-    line: int
-    question: str
-    gold: str | None
-
+from oreal_mega.rollout.prompts import PromptRecord, encode_prompts, read_prompts
 
 def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="HF model directory (config, weights, tokenizer)")
@@ -39,50 +28,6 @@ def add_arguments(parser) -> None:
                         help="send the question text as it is (base models)")
     parser.add_argument("--cpu-kv-cache-gib", type=int, default=1,
                         help="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
-
-
-def read_prompts(path: Path) -> list[PromptRecord]:
-    """Parse the prompt file; a bad line raises UserError naming the file and line."""
-    if not path.is_file():
-        raise UserError(f"prompt file {path} does not exist")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_number}: not valid JSON ({err.msg})") from None
-            if not isinstance(item, dict):
-                raise UserError(f"{path}:{line_number}: expected a JSON object, "
-                                f"got {type(item).__name__}")
-            question = next((item[key] for key in QUESTION_KEYS if key in item), None)
-            if not isinstance(question, str) or not question.strip():
-                raise UserError(f"{path}:{line_number}: needs a non-empty string under one of "
-                                f"{', '.join(QUESTION_KEYS)}")
-            gold = next((item[key] for key in GOLD_KEYS if key in item), None)
-            if gold is not None and not isinstance(gold, (str, int, float)):
-                raise UserError(f"{path}:{line_number}: gold answer must be a string or number, "
-                                f"got {type(gold).__name__}")
-            records.append(PromptRecord(line_number, question, None if gold is None else str(gold)))
-    if not records:
-        raise UserError(f"prompt file {path} holds no prompts")
-    return records
-
-
-def encode_prompts(tokenizer, records: list[PromptRecord], chat: bool) -> list[list[int]]:
-    if chat and not getattr(tokenizer, "chat_template", None):
-        raise UserError("the tokenizer has no chat template; pass --no-chat-template to send "
-                        "questions as plain text")
-    encoded = []
-    for record in records:
-        text = record.question
-        if chat:
-            text = tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                 add_generation_prompt=True, tokenize=False)
-        encoded.append(tokenizer(text, add_special_tokens=not chat)["input_ids"])
-    return encoded
 
 
 def verify_samples(records: list[PromptRecord], samples) -> list[list] | None:

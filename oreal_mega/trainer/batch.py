@@ -21,18 +21,19 @@ class Trajectory:
     is_positive: bool
     advantage: float
     pass_rate: float
+    rollout_logprobs: list[float] | None = None  # the rollout engine's log-prob of each response token
 
     @property
     def length(self) -> int:
         return len(self.prompt_ids) + len(self.response_ids)
 
 
-def _labels(traj: Trajectory) -> torch.Tensor:
-    """Next-token labels at hidden positions, IGNORE outside the response."""
-    labels = torch.full((traj.length,), IGNORE, dtype=torch.long)
+def _at_response(traj: Trajectory, values, fill, dtype) -> torch.Tensor:
+    """A per-response-token list placed at the hidden positions that predict those tokens."""
+    out = torch.full((traj.length,), fill, dtype=dtype)
     start = len(traj.prompt_ids) - 1
-    labels[start:start + len(traj.response_ids)] = torch.tensor(traj.response_ids, dtype=torch.long)
-    return labels
+    out[start:start + len(traj.response_ids)] = torch.tensor(values, dtype=dtype)
+    return out
 
 
 def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length: int) -> list[MicroBatch]:
@@ -40,8 +41,11 @@ def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length:
     out = []
     for indices in plan:
         chosen = [trajectories[i] for i in indices]
-        mb = pack([torch.tensor(t.prompt_ids + t.response_ids) for t in chosen], length,
-                  {"labels": [_labels(t) for t in chosen]}, pad_values={"labels": IGNORE})
+        fields = {"labels": [_at_response(t, t.response_ids, IGNORE, torch.long) for t in chosen]}
+        if all(t.rollout_logprobs is not None for t in chosen):
+            fields["rollout_logp"] = [_at_response(t, t.rollout_logprobs, 0.0, torch.float32) for t in chosen]
+        mb = pack([torch.tensor(t.prompt_ids + t.response_ids) for t in chosen], length, fields,
+                  pad_values={"labels": IGNORE})
         mb.sequence_fields = {
             "index": torch.tensor(indices, dtype=torch.long),
             "is_positive": torch.tensor([t.is_positive for t in chosen], dtype=torch.bool),

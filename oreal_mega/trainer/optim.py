@@ -43,3 +43,12 @@ def build_optimizer(chunks: list[torch.nn.Module], cfg: OptimConfig, dtype: torc
         wd_incr_steps=cfg.total_steps, wd_incr_style="constant",
     )
     return optimizer, scheduler
+
+
+def optimizer_step(optim: tuple, prefix: str) -> dict:
+    """One optimizer and scheduler step; returns the grad norm (before clipping) and the lr used."""
+    optimizer, scheduler = optim
+    lr = optimizer.param_groups[0]["lr"]
+    _, grad_norm, _ = optimizer.step()
+    scheduler.step(1)
+    return {f"{prefix}grad_norm": float(grad_norm or 0.0), f"{prefix}lr": lr}

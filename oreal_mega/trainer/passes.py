@@ -10,8 +10,9 @@ from oreal_mega.objective import (GlobalCounts, ObjectiveConfig, actor_token_coe
 from oreal_mega.trainer.batch import packed_responses, pad_to
 
 
-def reference_logprobs(chunks, mbs: list[MicroBatch], tp_group) -> list[torch.Tensor]:
-    """[T] log-probs of each micro-batch's labels under the frozen reference (0 off-response)."""
+def sequence_logprobs(chunks, mbs: list[MicroBatch], tp_group) -> list[torch.Tensor]:
+    """Forward only: [T] log-probs of each micro-batch's labels (0 where there is none); used for
+    the frozen reference and for the rollout-parity probe."""
     def loss_fn(hidden, model, mb):
         with torch.no_grad():
             logp = token_logprobs(hidden, model.lm_head_weight(), mb.fields["labels"], tp_group=tp_group)
@@ -51,7 +52,11 @@ def actor_step(chunks, mbs: list[MicroBatch], ref_logps, weights, counts: Global
                                       kl_coef=pad_to(kl_coef, length), kl_type=cfg.kl_type,
                                       temperature=temperature, tp_group=tp_group)
         mask = mb.fields["labels"] != -100
-        return loss, {"loss": loss.detach(), "logp": diag.logp, "kl_sum": diag.kl[mask].sum(),
-                      "entropy_sum": diag.entropy[mask].sum(), "tokens": mask.sum()}
+        metrics = {"loss": loss.detach(), "kl_sum": diag.kl[mask].sum(),
+                   "entropy_sum": diag.entropy[mask].sum(), "tokens": mask.sum()}
+        if "rollout_logp" in mb.fields:  # how far the trainer's policy is from the sampler's
+            gap = (diag.logp - mb.fields["rollout_logp"])[mask].abs()
+            metrics.update(rollout_gap_sum=gap.sum(), rollout_gap_max=gap.max() if gap.numel() else gap.sum())
+        return loss, metrics
 
     return forward_backward(chunks, mbs, loss_fn)

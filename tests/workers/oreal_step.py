@@ -15,7 +15,7 @@ from oreal_mega.objective import ObjectiveConfig, global_counts
 from oreal_mega.packing import plan_dp_microbatches
 from oreal_mega.testing.layouts import TINY_CONFIGS
 from oreal_mega.trainer.batch import Trajectory, micro_batches
-from oreal_mega.trainer.passes import actor_step, reference_logprobs, token_rm_step
+from oreal_mega.trainer.passes import actor_step, sequence_logprobs, token_rm_step
 from oreal_mega.trainer.token_rm import to_token_rm
 from oreal_mega.weights.layout import gather_full_grads, load_full_state
 
@@ -85,7 +85,7 @@ def oreal_update(arch, policy, reference, rm, budget):
     cfg = ObjectiveConfig()
     tp_group = ps.get_tensor_model_parallel_group()
 
-    ref_logps = reference_logprobs(reference, mbs, tp_group)
+    ref_logps = sequence_logprobs(reference, mbs, tp_group)
     rm_metrics = token_rm_step(rm, mbs, counts, cfg)
     weights = [m["weights"] for m in rm_metrics]
     actor_step(policy, mbs, ref_logps, weights, counts, cfg, tp_group)

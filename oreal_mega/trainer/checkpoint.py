@@ -1,0 +1,134 @@
+"""Training checkpoints for exact resume: every rank writes its own shard of models, optimizers,
+schedulers and RNG states into `step_NNNNNN.tmp/`; rank 0 then writes a manifest (file sizes) and
+renames the directory, so a directory without `.tmp` is complete. On resume, the newest directory
+whose manifest matches its files is used; a corrupt or partial one is skipped with a warning.
+The data position needs no saving: the prompt order is a function of (seed, step)."""
+import json
+import random
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+MANIFEST = "manifest.json"
+
+
+def _rank_file(directory: Path, rank: int) -> Path:
+    return directory / f"rank_{rank:05d}.pt"
+
+
+def _rng_state() -> dict:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": np.random.get_state(), "tracker": get_cuda_rng_tracker().get_states()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    get_cuda_rng_tracker().set_states(state["tracker"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"])
+
+
+def _parameters(chunks) -> dict[str, torch.Tensor]:
+    return {f"{i}.{name}": p for i, chunk in enumerate(chunks) for name, p in chunk.named_parameters()}
+
+
+def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, keep_last: int) -> Path:
+    """Collective. `models`: name → chunks; `optimizers`: name → (optimizer, scheduler)."""
+    rank, world = dist.get_rank(), dist.get_world_size()
+    final = root / f"step_{step:06d}"
+    partial = root / f"step_{step:06d}.tmp"
+    if rank == 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    dist.barrier()
+    shard = {
+        "models": {name: {k: p.detach().cpu() for k, p in _parameters(chunks).items()}
+                   for name, chunks in models.items()},
+        "optimizers": {name: {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+                       for name, (opt, sched) in optimizers.items()},
+        "rng": _rng_state(),
+        "extra": extra,
+    }
+    torch.save(shard, _rank_file(partial, rank))
+    dist.barrier()
+    if rank == 0:
+        files = {f.name: f.stat().st_size for f in sorted(partial.glob("rank_*.pt"))}
+        (partial / MANIFEST).write_text(json.dumps({"step": step, "world_size": world, "files": files}))
+        if final.exists():
+            shutil.rmtree(final)
+        partial.rename(final)
+        for old in complete_checkpoints(root)[:-keep_last] if keep_last > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+def complete_checkpoints(root: Path) -> list[Path]:
+    """Finished checkpoint directories, oldest first (by step)."""
+    return sorted(p for p in root.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
+
+
+def _problem(directory: Path, world: int) -> str | None:
+    manifest = directory / MANIFEST
+    if not manifest.is_file():
+        return "no manifest (interrupted save)"
+    try:
+        info = json.loads(manifest.read_text())
+    except json.JSONDecodeError:
+        return "unreadable manifest"
+    if info.get("world_size") != world:
+        return f"saved by {info.get('world_size')} ranks, this run has {world}"
+    for name, size in info["files"].items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, the manifest says {size}"
+    return None
+
+
+def latest_valid(root: Path) -> Path | None:
+    """Newest checkpoint every rank can trust; skipped ones are named in a warning."""
+    world = dist.get_world_size()
+    for directory in reversed(complete_checkpoints(root)):
+        problem = _problem(directory, world)
+        if problem is None:
+            return directory
+        if dist.get_rank() == 0:
+            warnings.warn(f"skipping checkpoint {directory}: {problem}")
+    return None
+
+
+def load(directory: Path, models: dict, optimizers: dict) -> dict:
+    """Restore this rank's shard into `models` / `optimizers` (as in `save`); returns `extra`."""
+    try:
+        shard = torch.load(_rank_file(directory, dist.get_rank()), weights_only=False)
+    except Exception as err:
+        raise RuntimeError(f"checkpoint {directory} is corrupt: {type(err).__name__}: {err}") from err
+    for name, chunks in models.items():
+        params = _parameters(chunks)
+        saved = shard["models"][name]
+        if set(saved) != set(params):
+            raise RuntimeError(f"checkpoint {directory}: model '{name}' parameters do not match this "
+                               f"model (layout or architecture changed?)")
+        with torch.no_grad():
+            for key, param in params.items():
+                param.copy_(saved[key])
+    for name, (opt, sched) in optimizers.items():
+        opt.load_state_dict(shard["optimizers"][name]["optimizer"])
+        sched.load_state_dict(shard["optimizers"][name]["scheduler"])
+    _set_rng_state(shard["rng"])
+    return shard["extra"]

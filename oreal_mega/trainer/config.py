@@ -1,0 +1,75 @@
+"""Every knob of `oreal-mega train` / `oreal-mega sft`, as typed dataclasses read from YAML
+(see oreal_mega/config.py). Defaults are the OREAL paper's / reference code's (oreal-algorithm.md §3)."""
+from dataclasses import dataclass, field
+
+from oreal_mega.distributed import ParallelConfig
+from oreal_mega.objective import ObjectiveConfig
+from oreal_mega.trainer.optim import OptimConfig
+
+
+@dataclass
+class ModelConfig:
+    path: str  # HF directory of the initial policy (config.json, safetensors, tokenizer)
+    dtype: str = "bfloat16"  # float32 | bfloat16 (training compute; master weights are fp32)
+    recompute: bool = False  # full activation recomputation
+
+
+@dataclass
+class DataConfig:
+    prompts: str = ""  # JSONL: question, gold_answer, optional pass_rate
+    prompts_per_step: int = 64
+    system_prompt: str | None = None
+    chat_template: bool = True
+    difficulty_balance: bool = True  # repeat prompts 6/4/4/2 by pass_rate bucket, drop ≥ 0.8
+
+
+@dataclass
+class RolloutConfig:
+    n: int = 16  # samples per prompt (K)
+    temperature: float = 1.0
+    top_p: float = 0.9
+    top_k: int = -1
+    max_tokens: int = 14000
+    max_model_len: int | None = 16384
+    rollout_tp: int = 1
+    bucket_mb: int = 1024  # weight-sync bucket size
+    gpu_memory_utilization: float = 0.5
+    cpu_kv_cache_gib: int = 1
+    parity_every: int = 1  # steps between parity probes (0: never)
+    parity_threshold: float = 0.05  # max |Δ log-prob| between vLLM and trainer before stopping
+
+
+@dataclass
+class VerifierConfig:
+    workers: int = 8
+    timeout_s: float = 10.0
+
+
+@dataclass
+class TrainLoopConfig:
+    steps: int = 90
+    micro_batch_tokens: int = 16384  # token budget of one packed micro-batch
+    out_dir: str = "runs/oreal"
+    save_every: int = 10
+    keep_last: int = 3
+    export_hf_every: int = 0  # 0: never
+    max_consecutive_bad_steps: int = 3  # NaN/inf loss or grad norm: skip, then stop after K
+    zero_reward_warn_steps: int = 3
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    eval_every: int = 0  # steps between held-out evaluations (0: never)
+    eval_data: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    rm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-6, min_lr=4e-7))
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    seed: int = 1

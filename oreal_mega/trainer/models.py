@@ -1,0 +1,49 @@
+"""The three megatron models of an OREAL run, all in the same TP/PP layout and all initialised from
+the policy checkpoint: the trained policy, the frozen reference, and the token-level reward model."""
+from dataclasses import dataclass
+
+import torch
+
+from oreal_mega.models.builder import DTYPES, build_model
+from oreal_mega.models.ddp import wrap_ddp
+from oreal_mega.models.hf_config import ModelArch
+from oreal_mega.trainer.optim import build_optimizer
+from oreal_mega.trainer.token_rm import to_token_rm
+from oreal_mega.weights.hf_load import load_hf_weights
+
+
+@dataclass
+class OrealModels:
+    policy: list  # DDP-wrapped chunks
+    reference: list  # plain chunks, no gradients
+    token_rm: list | None  # DDP-wrapped chunks; None when token weights are off
+    policy_optim: tuple  # (optimizer, scheduler)
+    rm_optim: tuple | None
+
+    def checkpointed(self) -> tuple[dict, dict]:
+        """(models, optimizers) as `checkpoint.save` / `load` take them."""
+        models = {"policy": self.policy}
+        optimizers = {"policy": self.policy_optim}
+        if self.token_rm is not None:
+            models["token_rm"], optimizers["token_rm"] = self.token_rm, self.rm_optim
+        return models, optimizers
+
+
+def _loaded(arch: ModelArch, cfg) -> list:
+    chunks = build_model(arch, dtype=cfg.model.dtype, recompute=cfg.model.recompute)
+    load_hf_weights(chunks, arch, cfg.model.path)
+    return chunks
+
+
+def build_oreal_models(arch: ModelArch, cfg) -> OrealModels:
+    dtype = DTYPES[cfg.model.dtype]
+    policy = wrap_ddp(_loaded(arch, cfg))
+    reference = _loaded(arch, cfg)
+    for chunk in reference:
+        chunk.eval()
+        chunk.requires_grad_(False)
+    token_rm = rm_optim = None
+    if cfg.objective.token_weights != "none":
+        token_rm = wrap_ddp(to_token_rm(_loaded(arch, cfg)))
+        rm_optim = build_optimizer(token_rm, cfg.rm_optim, dtype)
+    return OrealModels(policy, reference, token_rm, build_optimizer(policy, cfg.optim, dtype), rm_optim)

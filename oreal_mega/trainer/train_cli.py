@@ -1,0 +1,21 @@
+"""`oreal-mega train CONFIG.yaml [key=value ...]`: OREAL reinforcement learning under torchrun,
+e.g. `torchrun --nproc-per-node 8 -m oreal_mega train examples/qwen2.5-7b-1node.yaml`."""
+import os
+
+from oreal_mega.config import load_config
+from oreal_mega.trainer.config import TrainConfig
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="YAML config (see oreal_mega/trainer/config.py for every key)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-6 parallel.tp=2")
+
+
+def run(args) -> int:
+    cfg = load_config(TrainConfig, args.config, args.overrides)
+    from oreal_mega.trainer.loop import train
+
+    run_dir = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run finished: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}")
+    return 0
