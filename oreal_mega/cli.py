@@ -8,10 +8,14 @@ import importlib
 import sys
 
 COMMANDS = {
+    "demo": ("oreal_mega.demo", "the whole pipeline on a tiny CPU model: data, SFT, eval, OREAL RL, eval, plot"),
+    "sft": ("oreal_mega.trainer.sft", "supervised fine-tuning on prompt/response or chat JSONL (loss on responses)"),
     "train": ("oreal_mega.trainer.train_cli", "OREAL reinforcement learning (rollout, verify, update, sync) under torchrun"),
     "generate": ("oreal_mega.rollout.generate_cli", "offline rollouts with vLLM (JSONL prompts in, samples + verdicts out)"),
     "verify": ("oreal_mega.verifier.cli", "judge responses against gold answers (JSONL in, verdicts out)"),
     "convert": ("oreal_mega.weights.convert_cli", "HF checkpoint ⇄ megatron checkpoint (any TP/PP), atomically"),
+    "data": ("oreal_mega.tasks.cli", "build task data: the synthetic math task, its tokenizer and a fresh tiny model"),
+    "eval": ("oreal_mega.evaluation.cli", "greedy pass@1 and sampled pass@k of a model on problems with gold answers"),
     "bench": ("oreal_mega.bench", "measure a component: packing, kernels, verifier, convert, sync, train"),
 }
 

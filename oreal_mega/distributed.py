@@ -71,10 +71,10 @@ def init_distributed(parallel: ParallelConfig, num_layers: int | None = None) ->
         cpu_patches.apply()
         device = torch.device("cpu")
     if not dist.is_initialized():
-        if world_size == 1:
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
-        dist.init_process_group("nccl" if use_cuda else "gloo", rank=rank, world_size=world_size)
+        # a world of one outside torchrun gets a private address (not exported to child processes)
+        init_method = None if "MASTER_ADDR" in os.environ else f"tcp://127.0.0.1:{_free_port()}"
+        dist.init_process_group("nccl" if use_cuda else "gloo", init_method=init_method,
+                                rank=rank, world_size=world_size)
     if not parallel_state.model_parallel_is_initialized():
         parallel_state.initialize_model_parallel(
             tensor_model_parallel_size=parallel.tp,

@@ -20,8 +20,9 @@ class RolloutEngineError(RuntimeError):
 class SamplingConfig:
     """How to sample completions. `top_k=-1` and `top_p=1.0` disable those filters.
 
-    With a `seed`, every prompt's samples are reproducible: prompt i's samples use seeds
-    seed + i*n ... seed + i*n + n-1, so repeated prompts still get distinct samples.
+    With a `seed`, a generate call is reproducible: on GPU prompt i's samples use seeds
+    seed + i*n ... seed + i*n + n-1; on CPU the whole call draws from one generator seeded with
+    `seed` (vLLM's per-request generators fail there), so results depend on the batch as well.
     """
     n: int = 1
     temperature: float = 1.0

@@ -180,7 +180,9 @@ class VLLMRolloutEngine(RolloutEngine):
 
     def _sampling_params(self, sampling: SamplingConfig, prompt_index: int):
         from vllm import SamplingParams
-        seed = None if sampling.seed is None else sampling.seed + prompt_index * sampling.n
+        seed = None
+        if sampling.seed is not None and self.on_gpu:
+            seed = sampling.seed + prompt_index * sampling.n
         # logprobs=0: only the sampled token's log-prob, from the raw (temperature 1,
         # unfiltered) distribution — vLLM's default logprobs_mode "raw_logprobs".
         return SamplingParams(n=sampling.n, temperature=sampling.temperature,
@@ -195,8 +197,14 @@ class VLLMRolloutEngine(RolloutEngine):
         requests = [{"prompt": prompts[i]} if isinstance(prompts[i], str)
                     else {"prompt_token_ids": list(prompts[i])} for i in mine]
         params = [self._sampling_params(sampling, i) for i in mine]
-        outputs = self._run("generate", lambda: self.llm.generate(
-            requests, params, use_tqdm=progress and self.replica == 0))
+        with torch.random.fork_rng(devices=[]):
+            if sampling.seed is not None and not self.on_gpu:
+                # vLLM's per-request generators crash on CPU once a prefill is chunked ("CPU
+                # Generator does not use offset"); the in-process CPU sampler draws from torch's
+                # global generator instead, which this seeds (and fork_rng restores afterwards).
+                torch.manual_seed(sampling.seed + self.replica)
+            outputs = self._run("generate", lambda: self.llm.generate(
+                requests, params, use_tqdm=progress and self.replica == 0))
         samples = {i: [self._to_sample(i, completion) for completion in output.outputs]
                    for i, output in zip(mine, outputs)}
         if self.replicas > 1:

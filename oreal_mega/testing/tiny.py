@@ -13,17 +13,9 @@ from pathlib import Path
 
 import torch
 
-TINY_VOCAB_SIZE = 512
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-EOS_TOKEN = "<|im_end|>"
+from oreal_mega.tasks.tokenizer import EOS_TOKEN, PAD_TOKEN, build_tokenizer, special_token_id
 
-# Qwen-style chat template: <|im_start|>role\ncontent<|im_end|>\n ... <|im_start|>assistant\n
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+TINY_VOCAB_SIZE = 512
 
 _ARCHITECTURES = {"qwen2": "Qwen2", "llama": "Llama"}
 
@@ -41,36 +33,9 @@ def _training_corpus() -> list[str]:
 
 
 def make_tiny_tokenizer(directory: str | Path):
-    """Train a byte-level BPE tokenizer with exactly TINY_VOCAB_SIZE tokens and save it.
-
-    Byte-level: every string round-trips and every id decodes, so a model sampling any id in
-    [0, TINY_VOCAB_SIZE) can be detokenized. The special tokens get ids 0, 1, 2.
-    Returns the `PreTrainedTokenizerFast`.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VOCAB_SIZE,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(_training_corpus(), trainer=trainer)
-    if tokenizer.get_vocab_size() != TINY_VOCAB_SIZE:
-        raise RuntimeError(f"tiny tokenizer has {tokenizer.get_vocab_size()} tokens, "
-                           f"expected {TINY_VOCAB_SIZE}: the training corpus is too small")
-    wrapped = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        eos_token=EOS_TOKEN,
-        pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATE,
-    )
-    wrapped.save_pretrained(str(directory))
-    return wrapped
+    """The tiny byte-level BPE tokenizer (TINY_VOCAB_SIZE ids, chat template, special tokens
+    at ids 0, 1, 2), saved to `directory`; returns the `PreTrainedTokenizerFast`."""
+    return build_tokenizer(directory, _training_corpus(), vocab_size=TINY_VOCAB_SIZE)
 
 
 def tiny_config(arch: str = "qwen2", tie: bool = False, **overrides):
@@ -90,9 +55,9 @@ def tiny_config(arch: str = "qwen2", tie: bool = False, **overrides):
         max_position_embeddings=1024,
         rms_norm_eps=1e-6,
         tie_word_embeddings=tie,
-        bos_token_id=SPECIAL_TOKENS.index("<|endoftext|>"),
-        eos_token_id=SPECIAL_TOKENS.index(EOS_TOKEN),
-        pad_token_id=SPECIAL_TOKENS.index("<|endoftext|>"),
+        bos_token_id=special_token_id(PAD_TOKEN),
+        eos_token_id=special_token_id(EOS_TOKEN),
+        pad_token_id=special_token_id(PAD_TOKEN),
     )
     settings.update(overrides)
     return config_class(**settings)

@@ -57,8 +57,8 @@ class TrainLoopConfig:
     zero_reward_warn_steps: int = 3
     tensorboard: bool = True
     wandb_project: str | None = None
-    eval_every: int = 0  # steps between held-out evaluations (0: never)
-    eval_data: str | None = None
+    eval_every: int = 0  # steps between held-out greedy evaluations (0: never)
+    eval_data: str | None = None  # JSONL of held-out problems with gold answers
     inject_nan_at_steps: list[int] = field(default_factory=list)  # fault injection: tests the NaN guard
 
 

@@ -118,6 +118,9 @@ def train(cfg: TrainConfig) -> Path:
         if cfg.rollout.parity_every and (step + 1) % cfg.rollout.parity_every == 0:
             metrics.update(parity_probe(side, models.policy, arch, cfg.rollout.parity_threshold, tp_group))
         t = phase("sync", t)
+        if cfg.train.eval_every and (step + 1) % cfg.train.eval_every == 0:
+            metrics["eval_greedy_pass@1"] = side.evaluate(cfg.train.eval_data)
+            t = phase("eval", t)
         if cfg.train.save_every and ((step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps):
             models_ckpt, optims_ckpt = models.checkpointed()
             checkpoint.save(ckpt_dir, step, models_ckpt, optims_ckpt, {"step": step}, cfg.train.keep_last)

@@ -29,21 +29,22 @@ class OrealModels:
         return models, optimizers
 
 
-def _loaded(arch: ModelArch, cfg) -> list:
-    chunks = build_model(arch, dtype=cfg.model.dtype, recompute=cfg.model.recompute)
-    load_hf_weights(chunks, arch, cfg.model.path)
+def load_policy_weights(arch: ModelArch, model_cfg) -> list:
+    """This rank's chunks of the model in `model_cfg.path`, weights read from its safetensors."""
+    chunks = build_model(arch, dtype=model_cfg.dtype, recompute=model_cfg.recompute)
+    load_hf_weights(chunks, arch, model_cfg.path)
     return chunks
 
 
 def build_oreal_models(arch: ModelArch, cfg) -> OrealModels:
     dtype = DTYPES[cfg.model.dtype]
-    policy = wrap_ddp(_loaded(arch, cfg))
-    reference = _loaded(arch, cfg)
+    policy = wrap_ddp(load_policy_weights(arch, cfg.model))
+    reference = load_policy_weights(arch, cfg.model)
     for chunk in reference:
         chunk.eval()
         chunk.requires_grad_(False)
     token_rm = rm_optim = None
     if cfg.objective.token_weights != "none":
-        token_rm = wrap_ddp(to_token_rm(_loaded(arch, cfg)))
+        token_rm = wrap_ddp(to_token_rm(load_policy_weights(arch, cfg.model)))
         rm_optim = build_optimizer(token_rm, cfg.rm_optim, dtype)
     return OrealModels(policy, reference, token_rm, build_optimizer(policy, cfg.optim, dtype), rm_optim)

@@ -58,6 +58,15 @@ class RolloutSide:
         return encode_prompts(self.tokenizer, records, self.cfg.data.chat_template,
                               self.cfg.data.system_prompt)
 
+    def evaluate(self, problems_path: str) -> float:
+        """Collective: held-out greedy pass@1 of the engine's current policy."""
+        from oreal_mega.evaluation.evaluate import evaluate
+
+        result = evaluate(self.engine, Path(problems_path), tokenizer=self.tokenizer, k=0,
+                          max_tokens=self.cfg.rollout.max_tokens, system_prompt=self.cfg.data.system_prompt,
+                          chat=self.cfg.data.chat_template, verifier=self.pool)
+        return result.greedy_pass_at_1
+
     def export(self, policy, out_dir: Path) -> Path:
         return export_hf(policy, self.arch, out_dir, self.cfg.model.path, overwrite=True)
 

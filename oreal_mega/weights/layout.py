@@ -61,6 +61,13 @@ def gather_tp(name: str, local: torch.Tensor, group) -> torch.Tensor:
     return unshard(name, parts)
 
 
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The model chunk inside DDP / Float16Module wrappers."""
+    while hasattr(module, "module"):
+        module = module.module
+    return module
+
+
 def global_layer_names(chunk: torch.nn.Module) -> dict[str, str]:
     """Map the chunk's local parameter names to full-model names (layer index made global)."""
     layer_numbers = {str(i): layer.layer_number - 1 for i, layer in enumerate(chunk.decoder.layers)}
@@ -70,6 +77,48 @@ def global_layer_names(chunk: torch.nn.Module) -> dict[str, str]:
         mapping[local] = (f"decoder.layers.{layer_numbers[match.group(1)]}.{match.group(2)}"
                           if match else local)
     return mapping
+
+
+def is_vocab_parallel(name: str) -> bool:
+    return name.endswith(_VOCAB_PARALLEL)
+
+
+def megatron_full_shape(name: str, arch) -> tuple[int, ...]:
+    """Shape of a full megatron parameter of `arch` (a `ModelArch`), vocab unpadded."""
+    hidden, heads, groups, head_dim = (arch.hidden_size, arch.num_attention_heads,
+                                       arch.num_query_groups, arch.kv_channels)
+    match = _LAYER.match(name)
+    suffix = match.group(2) if match else name
+    shapes = {
+        "embedding.word_embeddings.weight": (arch.vocab_size, hidden),
+        "output_layer.weight": (arch.vocab_size, hidden),
+        "decoder.final_layernorm.weight": (hidden,),
+        "input_layernorm.weight": (hidden,),
+        "pre_mlp_layernorm.weight": (hidden,),
+        "self_attention.linear_qkv.weight": ((heads + 2 * groups) * head_dim, hidden),
+        "self_attention.linear_qkv.bias": ((heads + 2 * groups) * head_dim,),
+        "self_attention.linear_proj.weight": (hidden, heads * head_dim),
+        "mlp.linear_fc1.weight": (2 * arch.ffn_hidden_size, hidden),
+        "mlp.linear_fc2.weight": (hidden, arch.ffn_hidden_size),
+    }
+    if suffix not in shapes:
+        raise KeyError(f"unknown megatron parameter {name}")
+    return shapes[suffix]
+
+
+def tp_range(name: str, size: int, tp_rank: int, tp: int, padded_size: int | None = None
+             ) -> tuple[int, int, int]:
+    """(start, stop, zero rows to append) of this rank's part, along the split dimension, of a
+    source tensor with `size` entries there. Vocab-parallel tensors are split as if padded to
+    `padded_size` rows; a rank's rows past the real vocab are zeros."""
+    if is_vocab_parallel(name):
+        rows = padded_size // tp
+        start = min(tp_rank * rows, size)
+        stop = min(start + rows, size)
+        return start, stop, rows - (stop - start)
+    if size % tp:
+        raise ValueError(f"{name}: {size} entries do not split over tp={tp}")
+    return tp_rank * size // tp, (tp_rank + 1) * size // tp, 0
 
 
 def pad_vocab(name: str, full: torch.Tensor, tp: int) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Tasks shipped with the project: the synthetic math task (data, tokenizer, demo model)."""

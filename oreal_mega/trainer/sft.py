@@ -1,0 +1,181 @@
+"""`oreal-mega sft CONFIG.yaml [key=value ...]`: supervised fine-tuning of the megatron policy.
+
+Data: JSONL with `prompt` + `response`, or chat `messages` (the last assistant message is the
+target). Loss on response tokens only, normalised by the step's global response-token count (so
+it does not depend on micro-batching or DP); sequences packed into micro-batches; checkpoints,
+exact resume, metrics and HF export as in `train`."""
+import json
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state as ps
+
+from oreal_mega.cli import UserError
+from oreal_mega.config import load_config, save_resolved, to_dict
+from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.kernels import fused_oreal_loss
+from oreal_mega.models.builder import DTYPES
+from oreal_mega.models.ddp import finalize_grads, wrap_ddp, zero_grads
+from oreal_mega.models.hf_config import parse_arch, read_hf_config
+from oreal_mega.models.pipeline import forward_backward
+from oreal_mega.packing import plan_dp_microbatches
+from oreal_mega.trainer import checkpoint
+from oreal_mega.trainer.batch import Trajectory, micro_batches
+from oreal_mega.trainer.config import ModelConfig
+from oreal_mega.trainer.guards import StepGuard
+from oreal_mega.trainer.metrics import MetricsLog, sum_metric
+from oreal_mega.trainer.models import load_policy_weights
+from oreal_mega.trainer.optim import OptimConfig, build_optimizer, optimizer_step
+from oreal_mega.weights.hf_export import export_hf
+
+
+@dataclass
+class SFTDataConfig:
+    path: str
+    system_prompt: str | None = None
+    sequences_per_step: int = 64
+    epochs: int = 1
+    max_length: int = 4096  # longer examples are an error, never silently cut
+
+
+@dataclass
+class SFTLoopConfig:
+    micro_batch_tokens: int = 16384
+    out_dir: str = "runs/sft"
+    save_every: int = 100
+    keep_last: int = 2
+    export_hf: bool = True  # write the final policy as an HF directory (run_dir/hf)
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    max_consecutive_bad_steps: int = 3
+
+
+@dataclass
+class SFTConfig:
+    model: ModelConfig
+    data: SFTDataConfig
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=10,
+                                                                   total_steps=0, weight_decay=0.0))
+    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)
+    seed: int = 1
+
+
+def read_examples(path: Path, tokenizer, system_prompt: str | None, max_length: int) -> list[Trajectory]:
+    """Tokenised (prompt, response) pairs; a malformed line is an error naming the line."""
+    if not path.is_file():
+        raise UserError(f"SFT data file {path} does not exist")
+    examples = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
+        if isinstance(item, dict) and isinstance(item.get("messages"), list) and item["messages"]:
+            messages = item["messages"]
+            if messages[-1].get("role") != "assistant":
+                raise UserError(f"{path}:{number}: the last message must be the assistant's")
+            context, target = messages[:-1], messages[-1].get("content")
+        elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+            context, target = [{"role": "user", "content": item["prompt"]}], item.get("response")
+        else:
+            raise UserError(f"{path}:{number}: expected 'prompt' + 'response' or a 'messages' list")
+        if not isinstance(target, str) or not target:
+            raise UserError(f"{path}:{number}: the response must be a non-empty string")
+        if system_prompt and context[0].get("role") != "system":
+            context = [{"role": "system", "content": system_prompt}] + context
+        prompt = tokenizer.apply_chat_template(context, add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        response_ids = tokenizer(target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(prompt_ids) + len(response_ids) > max_length:
+            raise UserError(f"{path}:{number}: {len(prompt_ids) + len(response_ids)} tokens exceed "
+                            f"data.max_length={max_length}")
+        examples.append(Trajectory(prompt_ids, response_ids, True, 1.0, 0.0))
+    if not examples:
+        raise UserError(f"SFT data file {path} holds no examples")
+    return examples
+
+
+def step_indices(num_examples: int, per_step: int, seed: int, step: int) -> list[int]:
+    """The examples of a step: a seeded shuffle per epoch, position given by the step."""
+    epoch, offset = divmod(step * per_step, num_examples)
+    order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed * 7919 + epoch)).tolist()
+    return order[offset: offset + per_step]
+
+
+def sft(cfg: SFTConfig) -> Path:
+    from transformers import AutoTokenizer
+
+    arch = parse_arch(read_hf_config(cfg.model.path), where=f"{cfg.model.path}/config.json")
+    topo = init_distributed(cfg.parallel, arch.num_layers)
+    tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
+    examples = read_examples(Path(cfg.data.path), tokenizer, cfg.data.system_prompt, cfg.data.max_length)
+    per_step = min(cfg.data.sequences_per_step, len(examples))
+    steps = cfg.data.epochs * (len(examples) // per_step)
+    optim_cfg = cfg.optim if cfg.optim.total_steps else replace(cfg.optim, total_steps=steps)
+    run_dir = Path(cfg.train.out_dir)
+    if topo.is_main:
+        save_resolved(cfg, run_dir)
+    policy = wrap_ddp(load_policy_weights(arch, cfg.model))
+    optim = build_optimizer(policy, optim_cfg, DTYPES[cfg.model.dtype])
+    models, optims = {"policy": policy}, {"policy": optim}
+    start = 0
+    latest = checkpoint.latest_valid(run_dir / "checkpoints")
+    if latest is not None:
+        start = checkpoint.load(latest, models, optims)["step"] + 1
+    log = MetricsLog(run_dir, steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg), topo.is_main)
+    guard = StepGuard(cfg.train.max_consecutive_bad_steps, zero_reward_warn_steps=0)
+    tp_group = ps.get_tensor_model_parallel_group()
+    dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
+
+    for step in range(start, steps):
+        began = time.perf_counter()
+        batch = [examples[i] for i in step_indices(len(examples), per_step, cfg.seed, step)]
+        plan = plan_dp_microbatches([t.length for t in batch], dp, cfg.train.micro_batch_tokens)
+        length = max(sum(batch[i].length for i in mb) for rank in plan for mb in rank)
+        mbs = micro_batches(batch, plan[dp_rank] or [[]], length)
+        tokens = sum(len(t.response_ids) for t in batch)
+
+        def loss_fn(hidden, model, mb):
+            labels = mb.fields["labels"]
+            loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), labels, coef_logp=-1.0 / tokens,
+                                          tp_group=tp_group)
+            return loss, {"loss": loss.detach(), "correct_tokens": (diag.logp[labels != -100] > -0.6931).sum()}
+
+        zero_grads(policy)
+        out = forward_backward(policy, mbs, loss_fn)
+        finalize_grads(policy)
+        metrics = {"loss": sum_metric(out, "loss"), "tokens": tokens,
+                   "token_accuracy_p>0.5": sum_metric(out, "correct_tokens") / tokens}
+        if guard.finite(out, policy, step, "SFT"):
+            metrics.update(optimizer_step(optim, ""))
+        if cfg.train.save_every and ((step + 1) % cfg.train.save_every == 0 or step + 1 == steps):
+            checkpoint.save(run_dir / "checkpoints", step, models, optims, {"step": step}, cfg.train.keep_last)
+        seconds = time.perf_counter() - began
+        metrics.update(step_seconds=seconds, tokens_per_s_per_rank=sum(t.length for t in batch) / seconds / topo.world_size)
+        log.log(step, metrics)
+        log.progress(step, seconds, f"loss {metrics['loss']:.4f}")
+    log.close()
+    if cfg.train.export_hf:
+        export_hf(policy, arch, run_dir / "hf", cfg.model.path, overwrite=True)
+    dist.barrier()
+    shutdown()
+    return run_dir
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("config", help="YAML config (see SFTConfig in oreal_mega/trainer/sft.py)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
+
+
+def run(args) -> int:
+    run_dir = sft(load_config(SFTConfig, args.config, args.overrides))
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"SFT finished: metrics in {run_dir / 'metrics.jsonl'}, HF model in {run_dir / 'hf'}")
+    return 0

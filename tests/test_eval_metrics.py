@@ -1,0 +1,111 @@
+"""pass@k and the evaluation summary on fixed generations, against hand counts."""
+import json
+from fractions import Fraction
+from itertools import combinations
+
+import pytest
+import torch
+
+from oreal_mega.evaluation import EvalResult, ProblemResult, evaluate, pass_at_k
+from oreal_mega.rollout.base import Sample
+from oreal_mega.rollout.prompts import PromptRecord
+from oreal_mega.verifier import verify
+
+
+def brute_force_pass_at_k(flags: list[bool], k: int) -> Fraction:
+    """The fraction of all k-subsets of the samples that hold a correct one."""
+    subsets = list(combinations(flags, k))
+    return Fraction(sum(any(subset) for subset in subsets), len(subsets))
+
+
+def test_pass_at_k_equals_enumeration_of_subsets():
+    for n in range(1, 9):
+        for c in range(n + 1):
+            flags = [True] * c + [False] * (n - c)
+            for k in range(1, n + 1):
+                assert pass_at_k(n, c, k) == pytest.approx(float(brute_force_pass_at_k(flags, k)),
+                                                           abs=1e-15), (n, c, k)
+
+
+def test_pass_at_k_edge_cases_and_large_n():
+    assert pass_at_k(8, 0, 8) == 0.0 and pass_at_k(8, 1, 8) == 1.0
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)
+    assert pass_at_k(1000, 1, 1) == pytest.approx(1e-3)  # no cancellation
+    for bad in [(4, 5, 1), (4, -1, 1), (4, 2, 0), (4, 2, 5)]:
+        with pytest.raises(ValueError):
+            pass_at_k(*bad)
+
+
+def make_sample(index: int, text: str, finish: str = "stop", tokens: int = 3) -> Sample:
+    return Sample(index, list(range(tokens)), text, torch.zeros(tokens), finish)
+
+
+# Fixed generations for three problems (gold 7, 12, 5): greedy text, then 4 sampled texts.
+GENERATIONS = [
+    ("7", "3+4=7.\n\\boxed{7}", ["\\boxed{7}", "\\boxed{8}", "no box", "\\boxed{7.0}"]),
+    ("12", "\\boxed{13}", ["\\boxed{13}", "\\boxed{11}", "\\boxed{1", "\\boxed{10}"]),
+    ("5", "\\boxed{5}", ["\\boxed{5}", "\\boxed{5}", "\\boxed{5}", "\\boxed{6}"]),
+]
+
+
+@pytest.fixture
+def fixed_result() -> EvalResult:
+    problems = []
+    for index, (gold, greedy_text, sample_texts) in enumerate(GENERATIONS):
+        record = PromptRecord(index + 1, f"question {index}", gold, None, {"level": index % 2 + 1})
+        greedy = make_sample(index, greedy_text, tokens=4 + index)
+        # the third sample of problem 1 ran out of tokens
+        samples = [make_sample(index, text, "length" if (index, j) == (1, 2) else "stop", 2 + j)
+                   for j, text in enumerate(sample_texts)]
+        verdicts = [verify(s.text, gold, finished=s.finish_reason == "stop") for s in samples]
+        problems.append(ProblemResult(record, greedy, verify(greedy_text, gold), samples, verdicts))
+    return EvalResult(problems, k=2, n=4, temperature=1.0, max_tokens=16, seconds=1.0)
+
+
+def test_summary_equals_hand_count(fixed_result):
+    summary = fixed_result.summary()
+    # greedy: right, wrong, right
+    assert summary["greedy_pass_at_1"] == pytest.approx(2 / 3)
+    # correct samples per problem: 2 of 4, 0 of 4, 3 of 4
+    assert summary["sampled_pass_at_1"] == pytest.approx(5 / 12)
+    # pass@2 by hand: 1 - C(2,2)/C(4,2) = 5/6; 0; 1 - C(1,2)/C(4,2) = 1
+    assert summary["pass_at_2"] == pytest.approx((5 / 6 + 0 + 1) / 3)
+    assert summary["greedy_status_counts"] == {"correct": 2, "wrong": 1}
+    assert summary["sample_status_counts"] == {"correct": 5, "no_answer": 1, "truncated": 1,
+                                               "wrong": 5}
+    assert summary["greedy_mean_tokens"] == pytest.approx(5.0)  # 4, 5, 6
+    assert summary["sample_mean_tokens"] == pytest.approx(3.5)  # 2, 3, 4, 5 per problem
+    assert summary["sample_truncation_rate"] == pytest.approx(1 / 12)
+    assert summary["greedy_truncation_rate"] == 0.0
+    assert summary["by_level"] == {
+        "1": {"problems": 2, "greedy_pass_at_1": 1.0, "pass_at_2": pytest.approx(11 / 12)},
+        "2": {"problems": 1, "greedy_pass_at_1": 0.0, "pass_at_2": 0.0}}
+
+
+def test_written_files_match_the_summary(fixed_result, tmp_path):
+    paths = fixed_result.write(tmp_path / "eval")
+    rows = [json.loads(line) for line in paths["problems"].read_text().splitlines()]
+    assert [row["samples_correct"] for row in rows] == [[True, False, False, True],
+                                                        [False, False, False, False],
+                                                        [True, True, True, False]]
+    assert [row["greedy_status"] for row in rows] == ["correct", "wrong", "correct"]
+    assert rows[0]["gold"] == "7" and rows[0]["level"] == 1 and rows[0]["greedy_pred"] == "7"
+    assert sum(row["pass_at_2"] for row in rows) / 3 == pytest.approx(
+        json.loads(paths["summary"].read_text())["pass_at_2"])
+    table = paths["table"].read_text()
+    assert "pass@2" in table and "0.6667" in table and "truncated" in table
+
+
+def test_greedy_only_result_has_no_sample_metrics(fixed_result):
+    greedy_only = EvalResult([ProblemResult(p.record, p.greedy, p.greedy_verdict)
+                              for p in fixed_result.problems], 0, 0, 1.0, 16, 1.0)
+    summary = greedy_only.summary()
+    assert "pass_at_0" not in summary and "sampled_pass_at_1" not in summary
+    assert greedy_only.pass_at_k is None and "samples" not in greedy_only.table()
+
+
+def test_evaluate_rejects_bad_arguments_before_generating():
+    with pytest.raises(ValueError, match="gold answer for every problem"):
+        evaluate("unused", [{"question": "1+1?"}])
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        evaluate("unused", [{"question": "1+1?", "answer": 2}], k=4, n=2)
