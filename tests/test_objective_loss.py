@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from oreal_mega.objective import (GlobalCounts, ObjectiveConfig, PackedResponses, actor_loss_reference,
                                   actor_token_coefficients, advantages, clipped_token_coefficients,
-                                  global_counts, split_for_data_parallel)
+                                  global_counts)
 
 # Two prompts, K = 4, ±1 rewards. Prompt A: c = 1 -> A+ = 2, A− = −2/3. Prompt B: c = 3 -> A+ = 2/3, A− = −2.
 # Kept: A+ (prompt 1 tok, response 2), A− (2, 3), B+ (1, 1), B− (1, 2). N+ = 3, N− = 5, N = 8, M = 4.
@@ -193,7 +193,7 @@ def _dp_worker(rank, world, init_file, rollouts, omega, logp_init, ref, full_cu_
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         cfg = ObjectiveConfig()
-        indices = split_for_data_parallel(len(rollouts[0]), world)[rank]  # 7 rollouts -> 4 / 3, never duplicated
+        indices = [list(range(4)), list(range(4, 7))][rank]  # 7 rollouts split 4 / 3: uneven, none duplicated
         lo, hi = indices[0], indices[-1] + 1
         batch = sub_batch(rollouts, lo, hi)
         counts = global_counts(batch.response_lengths, batch.is_positive, group=dist.group.WORLD)

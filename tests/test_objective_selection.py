@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from oreal_mega.objective import (ObjectiveConfig, difficulty_balanced_prompts, select_trajectories,
-                                  split_for_data_parallel)
+from oreal_mega.objective import ObjectiveConfig, difficulty_balanced_prompts, select_trajectories
 from oreal_mega.objective.config import CODE_DIFFICULTY_BUCKETS
+from oreal_mega.packing import plan_dp_microbatches
 
 # 5 prompts × K = 4: pass rates 0, 1, 1/4, 3/4, 1/2
 IS_CORRECT = torch.tensor([
@@ -57,27 +57,15 @@ def test_difficulty_balancing_repeats_by_half_open_bucket():
         difficulty_balanced_prompts([0.5, float("nan")], CODE_DIFFICULTY_BUCKETS)
 
 
-@pytest.mark.parametrize("balanced", [False, True])
-def test_dp_split_never_duplicates_or_drops(balanced):
+def test_dp_plan_never_duplicates_or_drops_kept_rollouts():
+    """The trainer spreads kept rollouts over DP ranks with plan_dp_microbatches: for every kept
+    count and DP size each rollout lands in exactly one micro-batch of one rank (the reference
+    code's sampler duplicated most of them when the count was not a multiple of DP)."""
     gen = torch.Generator().manual_seed(0)
     for n in range(41):
-        tokens = torch.randint(1, 1000, (n,), generator=gen).tolist() if balanced else None
+        lengths = torch.randint(1, 1000, (n,), generator=gen).tolist()
         for dp in range(1, 9):
-            ranks = split_for_data_parallel(n, dp, tokens)
-            assert len(ranks) == dp
-            flat = [i for r in ranks for i in r]
+            plan = plan_dp_microbatches(lengths, dp, 2048)
+            assert len(plan) == dp
+            flat = [i for rank in plan for mb in rank for i in mb]
             assert sorted(flat) == list(range(n)), (n, dp)
-            sizes = [len(r) for r in ranks]
-            if not balanced:
-                assert max(sizes) - min(sizes) <= 1
-            else:
-                loads = [sum(tokens[i] for i in r) for r in ranks]
-                # longest-first greedy: the fullest rank exceeds the mean by at most one sample
-                assert max(loads) <= sum(tokens) / dp + max(tokens, default=0)
-
-
-def test_dp_split_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="dp_size = 0"):
-        split_for_data_parallel(4, 0)
-    with pytest.raises(ValueError, match="3 token counts for 4 samples"):
-        split_for_data_parallel(4, 2, [1, 2, 3])

@@ -92,6 +92,18 @@ def test_splits_are_disjoint_and_balanced():
     assert make_splits([300, 200, 100], seed=1, levels=[1, 2, 3])[2] == held_out
 
 
+def test_number_ranges_bound_the_operands():
+    easy = generate(300, seed=2, levels=[1, 2], max_operand=10, max_factor=5)
+    for problem in easy:
+        if match := re.fullmatch(r"What is (\d+) ([-+*]) (\d+)\?", problem["question"]):
+            a, op, b = match.groups()
+            bound = 5 if op == "*" else 10
+            assert int(a) <= bound and int(b) <= bound, problem
+    assert max(int(p["gold_answer"]) for p in easy) <= 25
+    with pytest.raises(ValueError, match="max_operand >= 4 and max_factor >= 3"):
+        generate(5, seed=0, max_factor=2)
+
+
 def test_bad_levels_and_exhausted_levels_raise():
     with pytest.raises(ValueError, match=r"unknown level\(s\) \[0\]"):
         generate(5, seed=0, levels=[0, 1])
@@ -122,5 +134,5 @@ def test_data_command_reports_bad_levels_without_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "oreal_mega", "data", "synthetic", "--out",
                            str(tmp_path / "x"), "--levels", "1", "7"], capture_output=True, text=True)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert "--levels 1 7: unknown level(s) [7]" in done.stderr
+    assert "--levels 1 7 --max-operand 20 --max-factor 9: unknown level(s) [7]" in done.stderr
     assert not (tmp_path / "x").exists()

@@ -5,12 +5,12 @@ from .loss import (ActorLossTerms, GlobalCounts, actor_loss_reference, actor_tok
                    clipped_token_coefficients, global_counts)
 from .packed import PackedResponses
 from .rewards import Rewards, advantages, rewards_from_verdicts
-from .selection import difficulty_balanced_prompts, select_trajectories, split_for_data_parallel
+from .selection import difficulty_balanced_prompts, select_trajectories
 from .token_weights import token_weights, trm_loss
 
 __all__ = [
     "ObjectiveConfig", "PackedResponses", "Rewards", "GlobalCounts", "ActorLossTerms",
     "rewards_from_verdicts", "advantages", "difficulty_balanced_prompts", "select_trajectories",
-    "split_for_data_parallel", "token_weights", "trm_loss", "global_counts",
+    "token_weights", "trm_loss", "global_counts",
     "actor_token_coefficients", "clipped_token_coefficients", "actor_loss_reference",
 ]

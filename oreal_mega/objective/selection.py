@@ -1,5 +1,6 @@
 """Which prompts and rollouts are trained on: prompt-loader difficulty balancing, the trajectory
-filter and pair selection, and the split of the kept rollouts over data-parallel ranks."""
+filter and pair selection. (The kept rollouts are spread over data-parallel ranks by
+`oreal_mega.packing.plan_dp_microbatches`, which places each exactly once.)"""
 import math
 
 import torch
@@ -45,29 +46,3 @@ def select_trajectories(is_correct: torch.Tensor, cfg: ObjectiveConfig, generato
     rows = torch.nonzero(mixed).squeeze(1)
     kept = torch.stack([flat[rows, pick_correct[rows]], flat[rows, pick_wrong[rows]]], dim=1)
     return kept.flatten().sort().values
-
-
-def split_for_data_parallel(num_samples: int, dp_size: int, token_counts=None) -> list[list[int]]:
-    """Assign sample indices 0..num_samples-1 to dp_size ranks, each exactly once.
-
-    Ranks may receive unequal numbers (possibly none); the loss normalisers are global, so nothing is
-    duplicated or dropped to even them out. Without token_counts the split is contiguous with sizes
-    differing by at most one; with token_counts, samples go longest-first to the rank with the fewest
-    tokens so far (ties: lower rank), which balances compute.
-    """
-    if dp_size < 1:
-        raise ValueError(f"split_for_data_parallel: dp_size = {dp_size} must be >= 1")
-    if num_samples < 0:
-        raise ValueError(f"split_for_data_parallel: num_samples = {num_samples} must be >= 0")
-    if token_counts is None:
-        bounds = [rank * num_samples // dp_size for rank in range(dp_size + 1)]
-        return [list(range(bounds[r], bounds[r + 1])) for r in range(dp_size)]
-    if len(token_counts) != num_samples:
-        raise ValueError(f"split_for_data_parallel: {len(token_counts)} token counts for {num_samples} samples")
-    ranks = [[] for _ in range(dp_size)]
-    load = [0] * dp_size
-    for sample in sorted(range(num_samples), key=lambda i: (-token_counts[i], i)):
-        rank = min(range(dp_size), key=lambda r: (load[r], r))
-        ranks[rank].append(sample)
-        load[rank] += token_counts[sample]
-    return [sorted(r) for r in ranks]

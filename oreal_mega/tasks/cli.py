@@ -9,6 +9,7 @@ DIR/eval.jsonl       problem/answer/level (MATH-500 style), held out from both
 from pathlib import Path
 
 from oreal_mega.cli import UserError
+from oreal_mega.tasks.synthetic_math import MAX_FACTOR, MAX_OPERAND
 
 
 def add_arguments(parser) -> None:
@@ -22,6 +23,10 @@ def add_arguments(parser) -> None:
     synthetic.add_argument("--eval", type=int, default=500, help="held-out problems (default 500)")
     synthetic.add_argument("--levels", type=int, nargs="+", default=[1, 2, 3, 4],
                            help="difficulty levels 1..5, balanced (default 1 2 3 4)")
+    synthetic.add_argument("--max-operand", type=int, default=MAX_OPERAND,
+                           help=f"operands in 0..N (default {MAX_OPERAND}); smaller is easier")
+    synthetic.add_argument("--max-factor", type=int, default=MAX_FACTOR,
+                           help=f"factors in 2..N (default {MAX_FACTOR}); smaller is easier")
     synthetic.add_argument("--no-model", action="store_true",
                            help="write only the data and the tokenizer, no model weights")
 
@@ -36,10 +41,12 @@ def run(args) -> int:
             raise UserError(f"{flag} must be >= 0, got {value}")
     out = Path(args.out)
     try:
-        sft_problems, rl_problems, eval_problems = make_splits([args.train, rl, args.eval],
-                                                               args.seed, args.levels)
+        sft_problems, rl_problems, eval_problems = make_splits(
+            [args.train, rl, args.eval], args.seed, args.levels,
+            max_operand=args.max_operand, max_factor=args.max_factor)
     except ValueError as err:
-        raise UserError(f"--levels {' '.join(map(str, args.levels))}: {err}") from None
+        raise UserError(f"--levels {' '.join(map(str, args.levels))} --max-operand "
+                        f"{args.max_operand} --max-factor {args.max_factor}: {err}") from None
 
     model_dir = out / "model"
     if args.no_model:
@@ -53,7 +60,8 @@ def run(args) -> int:
         f"RL prompts ({len(rl_problems)})": write_rl_prompts(out / "rl_prompts.jsonl", rl_problems),
         f"held-out eval ({len(eval_problems)})": write_eval(out / "eval.jsonl", eval_problems),
     }
-    print(f"synthetic math, levels {args.levels}, seed {args.seed}:")
+    print(f"synthetic math, levels {args.levels}, operands 0..{args.max_operand}, factors "
+          f"2..{args.max_factor}, seed {args.seed}:")
     for what, path in written.items():
         print(f"  {what:<28} {path}")
     return 0

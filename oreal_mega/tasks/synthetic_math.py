@@ -2,13 +2,14 @@
 
 Every problem is multi-step integer arithmetic or a small algebra word problem. Its solution is
 a fixed chain of one-operation steps, "3+4=7.\\n7*5=35.\\n\\boxed{35}", so a tiny model can learn
-the format quickly and its remaining errors are arithmetic slips that RL can fix. Operands stay
-in 0..20 (factors in 2..9) and solutions stay under ~30 tokens.
+the format quickly and its remaining errors are arithmetic slips that RL can fix. By default
+operands stay in 0..20 and factors in 2..9 (both adjustable); solutions stay under ~45 tokens
+of the task tokenizer, all answers are non-negative integers.
 
 Levels (the number of steps grows with the level):
     1  a+b, a-b, one-step word problems
     2  a+b-c, a*b, two-step word problems with a product
-    3  (a+b)*c-d, solve a*x+b=c, word problems with three steps
+    3  (a+b)*c-d, solve a*x+b=c, word problems: a sum, then a product
     4  a*b+c*d, (a+b)*(c-d)... three steps with two products, solve a*x-b=c+d
     5  four steps: a*b+c*d-e, (a+b)*c-d*e
 
@@ -216,9 +217,9 @@ def solution_text(steps: Sequence[str], answer: int) -> str:
     return "\n".join([*steps, f"\\boxed{{{answer}}}"])
 
 
-def _one_problem(rng: random.Random, level: int) -> dict:
+def _one_problem(num: _Numbers, level: int) -> dict:
     step = _Steps()
-    question = rng.choice(TEMPLATES[level])(rng, step)
+    question = num.choice(TEMPLATES[level])(num, step)
     answer = int(step.lines[-1].rsplit("=", 1)[1].rstrip("."))
     return {"question": question, "gold_answer": str(answer), "level": level,
             "solution": solution_text(step.lines, answer)}
@@ -235,9 +236,11 @@ def _check_levels(levels: Iterable[int]) -> list[int]:
 
 
 def generate(n: int, seed: int, levels: Iterable[int] = (1, 2, 3), *,
+             max_operand: int = MAX_OPERAND, max_factor: int = MAX_FACTOR,
              exclude: Iterable[str] = (), max_attempts: int = 200) -> list[dict]:
     """`n` distinct problems (by question text, none in `exclude`), levels assigned round-robin
-    over `levels` and then shuffled. Same arguments, same list.
+    over `levels` and then shuffled. Same arguments, same list. Operands are drawn from
+    0..max_operand and factors from 2..max_factor: smaller ranges make an easier task.
 
     Each problem: {"question", "gold_answer" (str), "level", "solution" (ends in \\boxed{})}.
     Raises ValueError when a level runs out of distinct problems.
@@ -245,13 +248,17 @@ def generate(n: int, seed: int, levels: Iterable[int] = (1, 2, 3), *,
     levels = _check_levels(levels)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
+    if max_operand < 4 or max_factor < 3:
+        raise ValueError(f"need max_operand >= 4 and max_factor >= 3, got {max_operand}, "
+                         f"{max_factor}")
     rng = random.Random(seed)
+    num = _Numbers(rng, max_operand, max_factor)
     seen = set(exclude)
     problems = []
     for index in range(n):
         level = levels[index % len(levels)]
         for _ in range(max_attempts):
-            problem = _one_problem(rng, level)
+            problem = _one_problem(num, level)
             if problem["question"] not in seen:
                 break
         else:
@@ -263,14 +270,15 @@ def generate(n: int, seed: int, levels: Iterable[int] = (1, 2, 3), *,
     return problems
 
 
-def make_splits(sizes: Sequence[int], seed: int,
-                levels: Iterable[int] = (1, 2, 3)) -> list[list[dict]]:
+def make_splits(sizes: Sequence[int], seed: int, levels: Iterable[int] = (1, 2, 3),
+                **ranges) -> list[list[dict]]:
     """Disjoint problem sets (no question text in common), e.g. `sft, rl, held_out =
-    make_splits([5000, 2000, 500], seed)`; each set is balanced over `levels`."""
+    make_splits([5000, 2000, 500], seed)`; each set is balanced over `levels`. `ranges`:
+    `max_operand` / `max_factor` as in `generate`."""
     levels = list(levels)
     splits, seen = [], set()
     for index, size in enumerate(sizes):
-        split = generate(size, seed + 1_000_003 * index, levels, exclude=seen)
+        split = generate(size, seed + 1_000_003 * index, levels, exclude=seen, **ranges)
         seen.update(problem["question"] for problem in split)
         splits.append(split)
     return splits

@@ -34,6 +34,7 @@ class RolloutConfig:
     rollout_tp: int = 1
     bucket_mb: int = 1024  # weight-sync bucket size
     gpu_memory_utilization: float = 0.5
+    sleep_level: int = 1  # vLLM sleep while training (1: offload weights, 2: discard them; 0: never)
     cpu_kv_cache_gib: int = 1
     parity_every: int = 1  # steps between parity probes (0: never)
     parity_threshold: float = 0.05  # max |Δ log-prob| between vLLM and trainer before stopping
@@ -74,3 +75,24 @@ class TrainConfig:
     rm_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-6, min_lr=4e-7))
     train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
     seed: int = 1
+
+
+def validate(cfg: TrainConfig) -> None:
+    """Checks that need more than types, done before any process group or model exists."""
+    from pathlib import Path
+
+    from oreal_mega.cli import UserError
+    from oreal_mega.rollout.prompts import read_prompts
+
+    read_prompts(Path(cfg.data.prompts))
+    if cfg.train.eval_every:
+        if not cfg.train.eval_data:
+            raise UserError("train.eval_every > 0 needs train.eval_data (a JSONL of problems with answers)")
+        missing = [r.line for r in read_prompts(Path(cfg.train.eval_data)) if r.gold is None]
+        if missing:
+            raise UserError(f"{cfg.train.eval_data}:{missing[0]}: an eval problem needs a gold answer")
+    if cfg.train.save_every and (cfg.optim.distributed_optimizer or cfg.rm_optim.distributed_optimizer):
+        raise UserError("checkpoints of the distributed optimizer are not implemented yet: set "
+                        "train.save_every=0 or optim/rm_optim.distributed_optimizer=false")
+    if cfg.rollout.sleep_level not in (0, 1, 2):
+        raise UserError(f"rollout.sleep_level={cfg.rollout.sleep_level}: expected 0, 1 or 2")

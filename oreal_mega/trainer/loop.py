@@ -17,7 +17,7 @@ from oreal_mega.packing import plan_dp_microbatches
 from oreal_mega.rollout import RolloutEngineError
 from oreal_mega.trainer import checkpoint
 from oreal_mega.trainer.batch import micro_batches, packed_responses, pad_to
-from oreal_mega.trainer.config import TrainConfig
+from oreal_mega.trainer.config import TrainConfig, validate
 from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import MetricsLog, sum_metric
 from oreal_mega.trainer.models import build_oreal_models
@@ -29,6 +29,7 @@ from oreal_mega.trainer.step_data import select, training_flops
 
 
 def train(cfg: TrainConfig) -> Path:
+    validate(cfg)
     arch = parse_arch(read_hf_config(cfg.model.path), where=f"{cfg.model.path}/config.json")
     topo = init_distributed(cfg.parallel, arch.num_layers)
     run_dir = Path(cfg.train.out_dir)
@@ -67,6 +68,8 @@ def train(cfg: TrainConfig) -> Path:
         except RolloutEngineError as err:
             raise RolloutEngineError(f"step {step}: {err} (last checkpoint: "
                                      f"{checkpoint.latest_valid(ckpt_dir)})") from err
+        if cfg.rollout.sleep_level:  # free vLLM's GPU memory for training (no-op on CPU)
+            side.engine.sleep()
         t = phase("rollout_verify", t)
         trajectories, metrics = select(groups, cfg.objective, cfg.seed, step)
         metrics.update({f"verifier_{k}": v for k, v in verifier_counts.items()})
@@ -93,7 +96,9 @@ def train(cfg: TrainConfig) -> Path:
             else:
                 weights = [pad_to(token_weights(None, packed_responses(mb), cfg.objective), length) for mb in mbs]
             t = phase("token_rm", t)
-            if not cfg.objective.actor_is_frozen(step):
+            if cfg.objective.actor_is_frozen(step):
+                models.policy_optim[1].step(1)  # the warm-up runs during the frozen steps, as in the paper
+            else:
                 zero_grads(models.policy)
                 out = actor_step(models.policy, mbs, ref_logps, weights, counts, cfg.objective, tp_group,
                                  cfg.rollout.temperature)
@@ -113,6 +118,8 @@ def train(cfg: TrainConfig) -> Path:
             t = phase("train", t)
             metrics["flops"] = training_flops(arch, trajectories, models.token_rm is not None)
 
+        if cfg.rollout.sleep_level:
+            side.engine.wake()
         stats = sync_weights(side.engine, models.policy, arch)
         metrics.update(sync_seconds=stats.seconds, sync_gb=stats.bytes / 1e9, sync_buckets=stats.buckets)
         if cfg.rollout.parity_every and (step + 1) % cfg.rollout.parity_every == 0:

@@ -38,13 +38,14 @@ def load_policy_weights(arch: ModelArch, model_cfg) -> list:
 
 def build_oreal_models(arch: ModelArch, cfg) -> OrealModels:
     dtype = DTYPES[cfg.model.dtype]
-    policy = wrap_ddp(load_policy_weights(arch, cfg.model))
+    policy = wrap_ddp(load_policy_weights(arch, cfg.model), distributed_optimizer=cfg.optim.distributed_optimizer)
     reference = load_policy_weights(arch, cfg.model)
     for chunk in reference:
         chunk.eval()
         chunk.requires_grad_(False)
     token_rm = rm_optim = None
     if cfg.objective.token_weights != "none":
-        token_rm = wrap_ddp(to_token_rm(load_policy_weights(arch, cfg.model)))
+        token_rm = wrap_ddp(to_token_rm(load_policy_weights(arch, cfg.model)),
+                            distributed_optimizer=cfg.rm_optim.distributed_optimizer)
         rm_optim = build_optimizer(token_rm, cfg.rm_optim, dtype)
     return OrealModels(policy, reference, token_rm, build_optimizer(policy, cfg.optim, dtype), rm_optim)

@@ -42,7 +42,7 @@ class RolloutSide:
         engine = VLLMRolloutEngine(
             cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed, max_model_len=cfg.rollout.max_model_len,
             bucket_bytes=cfg.rollout.bucket_mb << 20, rollout_tp=cfg.rollout.rollout_tp,
-            cpu_kv_cache_gib=cfg.rollout.cpu_kv_cache_gib,
+            cpu_kv_cache_gib=cfg.rollout.cpu_kv_cache_gib, sleep_level=cfg.rollout.sleep_level or 1,
             gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
         pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s) if topo.is_main else None
         side = cls(cfg, arch, tokenizer, schedule, engine, pool, [], 0.0)

@@ -4,7 +4,6 @@ Data: JSONL with `prompt` + `response`, or chat `messages` (the last assistant m
 target). Loss on response tokens only, normalised by the step's global response-token count (so
 it does not depend on micro-batching or DP); sequences packed into micro-batches; checkpoints,
 exact resume, metrics and HF export as in `train`."""
-import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -17,6 +16,7 @@ from megatron.core import parallel_state as ps
 from oreal_mega.cli import UserError
 from oreal_mega.config import load_config, save_resolved, to_dict
 from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.jsonl import read_objects
 from oreal_mega.kernels import fused_oreal_loss
 from oreal_mega.models.builder import DTYPES
 from oreal_mega.models.ddp import finalize_grads, wrap_ddp, zero_grads
@@ -67,22 +67,14 @@ class SFTConfig:
 
 def read_examples(path: Path, tokenizer, system_prompt: str | None, max_length: int) -> list[Trajectory]:
     """Tokenised (prompt, response) pairs; a malformed line is an error naming the line."""
-    if not path.is_file():
-        raise UserError(f"SFT data file {path} does not exist")
     examples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if isinstance(item, dict) and isinstance(item.get("messages"), list) and item["messages"]:
+    for number, item in read_objects(path, "SFT data file"):
+        if isinstance(item.get("messages"), list) and item["messages"]:
             messages = item["messages"]
             if messages[-1].get("role") != "assistant":
                 raise UserError(f"{path}:{number}: the last message must be the assistant's")
             context, target = messages[:-1], messages[-1].get("content")
-        elif isinstance(item, dict) and isinstance(item.get("prompt"), str):
+        elif isinstance(item.get("prompt"), str):
             context, target = [{"role": "user", "content": item["prompt"]}], item.get("response")
         else:
             raise UserError(f"{path}:{number}: expected 'prompt' + 'response' or a 'messages' list")

@@ -51,7 +51,9 @@ def main():
     tp_rank = ps.get_tensor_model_parallel_rank()
 
     def loss_fn(hidden, model, mb):
-        weight = model.lm_head_weight()
+        # the padded vocab shard (even across ranks), so the logits can be all-gathered
+        weight = (model.shared_embedding_or_output_weight() if model.share_embeddings_and_output_weights
+                  else model.output_layer.weight)
         local = tensor_parallel.copy_to_tensor_model_parallel_region(hidden) @ weight.t()  # [T, V_local]
         shards = [torch.empty_like(local) for _ in range(args.tp)]
         dist.all_gather(shards, local.detach(), group=tp_group)
