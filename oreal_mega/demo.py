@@ -17,18 +17,18 @@ import yaml
 # 1M-parameter model that needs hundreds of times larger steps to move in a few minutes.
 SFT = {
     "model": {"dtype": "float32"},
-    "data": {"sequences_per_step": 64, "epochs": 1},
+    "data": {"sequences_per_step": 64, "epochs": 3},
     "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 5, "weight_decay": 0.0},
     "train": {"micro_batch_tokens": 4096, "save_every": 0, "tensorboard": False},
 }
 RL = {
     "model": {"dtype": "float32"},
-    "data": {"prompts_per_step": 16, "difficulty_balance": False},
+    "data": {"prompts_per_step": 64, "difficulty_balance": False},
     "rollout": {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 48, "max_model_len": 256,
                 "parity_threshold": 1e-3},
     "verifier": {"workers": 1, "timeout_s": 5},
     "objective": {"actor_freeze_steps": 3},
-    "optim": {"lr": 2e-4, "min_lr": 4e-5, "warmup_steps": 3, "weight_decay": 0.0},
+    "optim": {"lr": 1e-4, "min_lr": 2e-5, "warmup_steps": 3, "weight_decay": 0.0},
     "rm_optim": {"lr": 1e-3, "min_lr": 2e-4, "warmup_steps": 3, "weight_decay": 0.0},
     "train": {"micro_batch_tokens": 4096, "save_every": 10, "keep_last": 1},
 }
@@ -37,9 +37,11 @@ RL = {
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sft-examples", type=int, default=5000)
+    parser.add_argument("--sft-examples", type=int, default=4000)
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2], help="synthetic task levels")
+    parser.add_argument("--max-operand", type=int, default=12)
     parser.add_argument("--rl-steps", type=int, default=40)
-    parser.add_argument("--eval-problems", type=int, default=200)
+    parser.add_argument("--eval-problems", type=int, default=300)
     parser.add_argument("--nproc", type=int, default=2, help="torchrun processes for SFT and RL")
 
 
@@ -84,7 +86,8 @@ def run(args) -> int:
     timings = {}
     timings["data"] = _stage("synthetic data, tokenizer, tiny model", _oreal(
         "data", "synthetic", "--out", data, "--seed", args.seed, "--train", args.sft_examples,
-        "--eval", args.eval_problems), logs / "data.log")
+        "--eval", args.eval_problems, "--levels", *args.levels, "--max-operand", args.max_operand),
+        logs / "data.log")
     sft_cfg = _config(out / "sft.yaml", SFT, model={"path": str(data / "model")},
                       data={"path": str(data / "sft.jsonl")}, train={"out_dir": str(out / "sft")}, seed=args.seed)
     timings["sft"] = _stage("SFT", _torchrun(args.nproc, "sft", sft_cfg), logs / "sft.log")
@@ -139,7 +142,7 @@ def _plot(metrics_path: Path, png: Path, before: dict, after: dict) -> Path:
               ("KL to reference", "kl"), ("token-RM accuracy", "trm_accuracy")]
     for ax, (title, key) in zip(axes.flat, panels):
         xs = [s for s, r in zip(steps, records) if key in r]
-        ax.plot(xs, [r[key] for r in records if key in r], label=key)
+        ax.plot(xs, [r[key] for r in records if key in r], ".-", label=key)
         ax.set_title(title)
         ax.set_xlabel("RL step")
     evals = [(s, r["eval_greedy_pass@1"]) for s, r in zip(steps, records) if "eval_greedy_pass@1" in r]

@@ -75,6 +75,13 @@ def test_three_steps_dp2_write_metrics_checkpoints_and_config(setup, tmp_path):
         assert metrics[step]["rollout_logp_gap_max"] <= 1e-3  # vLLM sampled from the trained policy
     assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step_000001", "step_000002"]
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["steps"] == 3
+    # the policy of a training checkpoint converts to an HF model that transformers loads
+    hf_dir = tmp_path / "hf"
+    subprocess.run([sys.executable, "-m", "oreal_mega", "convert", "--to", "hf",
+                    str(tmp_path / "checkpoints" / "step_000002" / "policy"), str(hf_dir)], check=True,
+                   capture_output=True, env={k: v for k, v in os.environ.items() if not k.startswith("MASTER_")})
+    from transformers import AutoModelForCausalLM
+    assert AutoModelForCausalLM.from_pretrained(hf_dir).config.tie_word_embeddings
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(setup, uninterrupted, tmp_path):

@@ -2,7 +2,9 @@
 schedulers and RNG states into `step_NNNNNN.tmp/`; rank 0 then writes a manifest (file sizes) and
 renames the directory, so a directory without `.tmp` is complete. On resume, the newest directory
 whose manifest matches its files is used; a corrupt or partial one is skipped with a warning.
-The data position needs no saving: the prompt order is a function of (seed, step)."""
+The data position needs no saving: the prompt order is a function of (seed, step). The trainer also
+writes the policy as a layout-independent model checkpoint in `policy/` (see weights/checkpoint.py),
+which `oreal-mega convert --to hf` turns into an HF directory."""
 import json
 import random
 import shutil
@@ -45,8 +47,10 @@ def _parameters(chunks) -> dict[str, torch.Tensor]:
     return {f"{i}.{name}": p for i, chunk in enumerate(chunks) for name, p in chunk.named_parameters()}
 
 
-def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, keep_last: int) -> Path:
-    """Collective. `models`: name → chunks; `optimizers`: name → (optimizer, scheduler)."""
+def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, keep_last: int,
+         write_more=None) -> Path:
+    """Collective. `models`: name → chunks; `optimizers`: name → (optimizer, scheduler);
+    `write_more(directory)`, also collective, adds files before the checkpoint is sealed."""
     rank, world = dist.get_rank(), dist.get_world_size()
     final = root / f"step_{step:06d}"
     partial = root / f"step_{step:06d}.tmp"
@@ -63,6 +67,8 @@ def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, kee
         "extra": extra,
     }
     torch.save(shard, _rank_file(partial, rank))
+    if write_more is not None:
+        write_more(partial)
     dist.barrier()
     if rank == 0:
         files = {f.name: f.stat().st_size for f in sorted(partial.glob("rank_*.pt"))}

@@ -26,6 +26,7 @@ from oreal_mega.trainer.passes import actor_step, sequence_logprobs, token_rm_st
 from oreal_mega.trainer.rollout_side import RolloutSide, parity_probe, sync_weights
 from oreal_mega.trainer.rollout_stage import rollout_and_verify, sampling_for_step
 from oreal_mega.trainer.step_data import select, training_flops
+from oreal_mega.weights.checkpoint import save_model_checkpoint
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -130,7 +131,9 @@ def train(cfg: TrainConfig) -> Path:
             t = phase("eval", t)
         if cfg.train.save_every and ((step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps):
             models_ckpt, optims_ckpt = models.checkpointed()
-            checkpoint.save(ckpt_dir, step, models_ckpt, optims_ckpt, {"step": step}, cfg.train.keep_last)
+            checkpoint.save(ckpt_dir, step, models_ckpt, optims_ckpt, {"step": step}, cfg.train.keep_last,
+                            lambda directory: save_model_checkpoint(models.policy, directory / "policy",
+                                                                    cfg.model.path))
         if cfg.train.export_hf_every and (step + 1) % cfg.train.export_hf_every == 0:
             side.export(models.policy, run_dir / "hf" / f"step_{step + 1:06d}")
         phase("save", t)
