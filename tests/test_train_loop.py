@@ -61,9 +61,12 @@ def uninterrupted(setup):
     return out
 
 
-def test_three_steps_dp2_write_metrics_checkpoints_and_config(setup, tmp_path):
+@pytest.mark.parametrize("layout", ["parallel.tp=1", "parallel.tp=2"], ids=["dp2", "tp2"])
+def test_three_steps_write_metrics_checkpoints_and_config(setup, tmp_path, layout):
+    """2 processes as DP=2 or TP=2; the parity probe after every sync (threshold 1e-3 in fp32)
+    checks that vLLM received exactly the trained weights from either layout."""
     _, config = setup
-    torchrun("-m oreal_mega train", 2, [config, f"train.out_dir={tmp_path}", "train.steps=3"])
+    torchrun("-m oreal_mega train", 2, [config, f"train.out_dir={tmp_path}", "train.steps=3", layout])
     metrics = _metrics(tmp_path)
     assert sorted(metrics) == [0, 1, 2]
     assert "loss" not in metrics[0] and "trm_loss" in metrics[0]  # actor frozen at step 0
