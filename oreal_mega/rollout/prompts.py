@@ -6,11 +6,11 @@ optionally, a gold answer under `gold_answer` or `answer` (so MATH-500 files wor
 and a `pass_rate` in [0, 1] (for difficulty balancing). Any other keys (e.g. `level`) are kept
 in `PromptRecord.extra`.
 """
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from oreal_mega.cli import UserError
+from oreal_mega.jsonl import read_objects
 
 QUESTION_KEYS = ("question", "prompt", "problem")
 GOLD_KEYS = ("gold_answer", "answer")
@@ -52,18 +52,8 @@ def parse_record(item, where: str, line: int) -> PromptRecord:
 def read_prompts(path: str | Path) -> list[PromptRecord]:
     """Parse a prompt file; a bad line raises UserError naming the file and line."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"prompt file {path} does not exist")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise UserError(f"{path}:{line_number}: not valid JSON ({err.msg})") from None
-            records.append(parse_record(item, f"{path}:{line_number}", line_number))
+    records = [parse_record(item, f"{path}:{number}", number)
+               for number, item in read_objects(path, "prompt file")]
     if not records:
         raise UserError(f"prompt file {path} holds no prompts")
     return records
