@@ -78,3 +78,24 @@ def test_layout_errors():
     with pytest.raises(UserError, match="6 layers do not split evenly"):
         check_layout(4, ParallelConfig(pp=2, vpp=2), num_layers=6)
     check_layout(8, ParallelConfig(tp=2, pp=2, vpp=2), num_layers=8)
+
+
+def test_train_config_checks_before_any_work(tmp_path):
+    import json
+
+    from oreal_mega.trainer.config import DataConfig, ModelConfig, TrainConfig, TrainLoopConfig, validate
+    from oreal_mega.trainer.optim import OptimConfig
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(json.dumps({"question": "1+1?", "gold_answer": "2"}) + "\n" + json.dumps({"question": "2+2?"}) + "\n")
+    cfg = TrainConfig(model=ModelConfig(path="m"), data=DataConfig(prompts=str(prompts)))
+    with pytest.raises(UserError, match=r"p.jsonl:2: a training prompt needs a gold answer"):
+        validate(cfg)
+    prompts.write_text(json.dumps({"question": "1+1?", "gold_answer": "2"}) + "\n")
+    validate(cfg)
+    with pytest.raises(UserError, match="train.eval_every > 0 needs train.eval_data"):
+        validate(TrainConfig(model=cfg.model, data=cfg.data, train=TrainLoopConfig(eval_every=5)))
+    with pytest.raises(UserError, match="checkpoints of the distributed optimizer are not implemented"):
+        validate(TrainConfig(model=cfg.model, data=cfg.data, optim=OptimConfig(distributed_optimizer=True)))
+    with pytest.raises(UserError, match="prompt file .*missing.jsonl does not exist"):
+        validate(TrainConfig(model=cfg.model, data=DataConfig(prompts=str(tmp_path / "missing.jsonl"))))

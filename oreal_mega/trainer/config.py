@@ -84,7 +84,10 @@ def validate(cfg: TrainConfig) -> None:
     from oreal_mega.cli import UserError
     from oreal_mega.rollout.prompts import read_prompts
 
-    read_prompts(Path(cfg.data.prompts))
+    missing = [r.line for r in read_prompts(Path(cfg.data.prompts)) if r.gold is None]
+    if missing:
+        raise UserError(f"{cfg.data.prompts}:{missing[0]}: a training prompt needs a gold answer "
+                        "(gold_answer or answer)")
     if cfg.train.eval_every:
         if not cfg.train.eval_data:
             raise UserError("train.eval_every > 0 needs train.eval_data (a JSONL of problems with answers)")
