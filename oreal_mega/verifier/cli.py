@@ -5,6 +5,7 @@ from collections import Counter
 from pathlib import Path
 
 from oreal_mega.cli import UserError
+from oreal_mega.jsonl import parse_line
 from oreal_mega.verifier.pool import VerifierPool
 from oreal_mega.verifier.verdict import STATUSES
 
@@ -18,11 +19,9 @@ def add_arguments(parser) -> None:
 
 def _read_item(path: Path, line_number: int, line: str) -> dict:
     try:
-        item = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{line_number}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(item, dict):
-        raise ValueError(f"{path}:{line_number}: expected a JSON object, got {type(item).__name__}")
+        item = parse_line(path, line_number, line)
+    except UserError as err:
+        raise ValueError(str(err)) from None
     for key in ("response", "gold"):
         if not isinstance(item.get(key), str):
             problem = "missing" if key not in item else f"must be a string, got {type(item[key]).__name__}"
