@@ -117,16 +117,23 @@ def sub_batch(rollouts, lo, hi):
     return PackedResponses.from_lengths(*(field[lo:hi] for field in rollouts))
 
 
-@pytest.mark.parametrize("cfg", [ObjectiveConfig(), ObjectiveConfig.paper(kl_type="mse"),
-                                 ObjectiveConfig(token_weights="none", kl_type="k1")], ids=["code", "paper", "no-trm"])
-def test_micro_batch_size_1_vs_4_identical(cfg):
-    gen = torch.Generator().manual_seed(1)
-    rollouts = random_rollouts(gen, 12)
-    full = sub_batch(rollouts, 0, 12)
+def random_problem(seed: int, num_rollouts: int):
+    """Random rollouts packed into one batch, token weights, initial and reference log-probs."""
+    gen = torch.Generator().manual_seed(seed)
+    rollouts = random_rollouts(gen, num_rollouts)
+    full = sub_batch(rollouts, 0, num_rollouts)
     t = full.response_mask.numel()
     omega = torch.where(full.response_mask, torch.rand(t, generator=gen), 0.0)
     logp_init = -torch.rand(t, generator=gen) * 4
     ref = logp_init + 0.2 * torch.randn(t, generator=gen)
+    return rollouts, full, omega, logp_init, ref
+
+
+@pytest.mark.parametrize("cfg", [ObjectiveConfig(), ObjectiveConfig.paper(kl_type="mse"),
+                                 ObjectiveConfig(token_weights="none", kl_type="k1")], ids=["code", "paper", "no-trm"])
+def test_micro_batch_size_1_vs_4_identical(cfg):
+    rollouts, full, omega, logp_init, ref = random_problem(seed=1, num_rollouts=12)
+    t = full.response_mask.numel()
     counts = global_counts(full.response_lengths, full.is_positive)
 
     results = {}
@@ -212,13 +219,7 @@ def _dp_worker(rank, world, init_file, rollouts, omega, logp_init, ref, full_cu_
 
 @pytest.mark.slow
 def test_dp2_with_uneven_split_matches_dp1(tmp_path):
-    gen = torch.Generator().manual_seed(3)
-    rollouts = random_rollouts(gen, 7)
-    full = sub_batch(rollouts, 0, 7)
-    t = full.response_mask.numel()
-    omega = torch.where(full.response_mask, torch.rand(t, generator=gen), 0.0)
-    logp_init = -torch.rand(t, generator=gen) * 4
-    ref = logp_init + 0.2 * torch.randn(t, generator=gen)
+    rollouts, full, omega, logp_init, ref = random_problem(seed=3, num_rollouts=7)
     out_file = os.fspath(tmp_path / "dp2.pt")
     mp.spawn(_dp_worker, nprocs=2, join=True,
              args=(2, os.fspath(tmp_path / "init"), rollouts, omega, logp_init, ref, full.cu_seqlens, out_file))
