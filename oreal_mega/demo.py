@@ -17,8 +17,8 @@ import yaml
 # 1M-parameter model that needs hundreds of times larger steps to move in a few minutes.
 SFT = {
     "model": {"dtype": "float32"},
-    "data": {"sequences_per_step": 64, "epochs": 3},
-    "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 5, "weight_decay": 0.0},
+    "data": {"sequences_per_step": 32, "epochs": 5},
+    "optim": {"lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 10, "weight_decay": 0.0},
     "train": {"micro_batch_tokens": 4096, "save_every": 0, "tensorboard": False},
 }
 RL = {
@@ -32,27 +32,36 @@ RL = {
     "rm_optim": {"lr": 1e-3, "min_lr": 2e-4, "warmup_steps": 3, "weight_decay": 0.0},
     "train": {"micro_batch_tokens": 4096, "save_every": 10, "keep_last": 1},
 }
+RL_STEPS = 60
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--sft-examples", type=int, default=4000)
-    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2], help="synthetic task levels")
-    parser.add_argument("--max-operand", type=int, default=12)
-    parser.add_argument("--rl-steps", type=int, default=40)
-    parser.add_argument("--eval-problems", type=int, default=300)
+    add_task_arguments(parser)
+    parser.add_argument("--rl-steps", type=int, default=RL_STEPS)
     parser.add_argument("--nproc", type=int, default=2, help="torchrun processes for SFT and RL")
 
 
-def _stage(title: str, cmd: list[str], log: Path) -> float:
+def add_task_arguments(parser) -> None:
+    """The synthetic task's size and difficulty (shared with examples/tiny/ablation.py)."""
+    parser.add_argument("--sft-examples", type=int, default=4000)
+    parser.add_argument("--sft-epochs", type=int, default=SFT["data"]["epochs"])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 2], help="synthetic task levels")
+    parser.add_argument("--max-operand", type=int, default=10)
+    parser.add_argument("--max-factor", type=int, default=5)
+    parser.add_argument("--eval-problems", type=int, default=300)
+
+
+def stage(title: str, cmd: list[str], log: Path) -> float:
+    """Run one command with its output in `log`; seconds taken. A failure shows the log's end."""
     print(f"== {title}: {' '.join(cmd)}  (log: {log})", flush=True)
     start = time.perf_counter()
     with log.open("w") as handle:
         proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT)
     if proc.returncode:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
-        raise SystemExit(f"demo stage '{title}' failed (exit {proc.returncode}); end of {log}:\n{tail}")
+        raise SystemExit(f"stage '{title}' failed (exit {proc.returncode}); end of {log}:\n{tail}")
     seconds = time.perf_counter() - start
     print(f"   done in {seconds:.0f} s", flush=True)
     return seconds
@@ -78,36 +87,55 @@ def _torchrun(nproc: int, *args) -> list[str]:
             *map(str, args)]
 
 
+def make_data(data: Path, args, log: Path) -> float:
+    return stage("synthetic data, tokenizer, tiny model", _oreal(
+        "data", "synthetic", "--out", data, "--seed", args.seed, "--train", args.sft_examples,
+        "--eval", args.eval_problems, "--levels", *args.levels, "--max-operand", args.max_operand,
+        "--max-factor", args.max_factor), log)
+
+
+def train_sft(out: Path, data: Path, args, log: Path) -> tuple[Path, float]:
+    """SFT of the fresh tiny model on data/sft.jsonl; returns the HF model directory."""
+    cfg = _config(out.with_suffix(".yaml"), SFT, model={"path": str(data / "model")},
+                  data={"path": str(data / "sft.jsonl"), "epochs": args.sft_epochs},
+                  train={"out_dir": str(out)}, seed=args.seed)
+    return out / "hf", stage("SFT", _torchrun(args.nproc, "sft", cfg), log)
+
+
+def train_rl(out: Path, start_model: Path, data: Path, args, log: Path, objective: dict | None = None,
+             title: str = "OREAL RL") -> tuple[Path, float]:
+    """RL from `start_model` on data/rl_prompts.jsonl (RL settings plus `objective` overrides); held-out
+    greedy eval every quarter of the run. Returns the exported HF model of the last step."""
+    steps = args.rl_steps
+    cfg = _config(out.with_suffix(".yaml"), RL, model={"path": str(start_model)},
+                  data={"prompts": str(data / "rl_prompts.jsonl")},
+                  objective={**RL["objective"], **(objective or {})},
+                  train={"steps": steps, "out_dir": str(out), "export_hf_every": steps,
+                         "eval_every": max(steps // 4, 1), "eval_data": str(data / "eval.jsonl")},
+                  optim={"total_steps": steps}, rm_optim={"total_steps": steps}, seed=args.seed)
+    seconds = stage(title, _torchrun(args.nproc, "train", cfg), log)
+    return out / "hf" / f"step_{steps:06d}", seconds
+
+
+def evaluate_model(model: Path, data: Path, out: Path, log: Path, title: str, k: int = 0) -> tuple[dict, float]:
+    """Held-out greedy pass@1 (and pass@k from k samples when k > 0); returns summary.json's dict."""
+    seconds = stage(title, _oreal("eval", model, data / "eval.jsonl", "--out", out, "--k", k,
+                                  "--max-tokens", RL["rollout"]["max_tokens"], "--dtype", "float32"), log)
+    return json.loads((out / "summary.json").read_text()), seconds
+
+
 def run(args) -> int:
     out = Path(args.out).resolve()
     logs = out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     data = out / "data"
-    timings = {}
-    timings["data"] = _stage("synthetic data, tokenizer, tiny model", _oreal(
-        "data", "synthetic", "--out", data, "--seed", args.seed, "--train", args.sft_examples,
-        "--eval", args.eval_problems, "--levels", *args.levels, "--max-operand", args.max_operand),
-        logs / "data.log")
-    sft_cfg = _config(out / "sft.yaml", SFT, model={"path": str(data / "model")},
-                      data={"path": str(data / "sft.jsonl")}, train={"out_dir": str(out / "sft")}, seed=args.seed)
-    timings["sft"] = _stage("SFT", _torchrun(args.nproc, "sft", sft_cfg), logs / "sft.log")
-    sft_model = out / "sft" / "hf"
-    evaluate = ["--k", 0, "--max-tokens", RL["rollout"]["max_tokens"], "--dtype", "float32"]
-    timings["eval_sft"] = _stage("greedy eval of the SFT policy", _oreal(
-        "eval", sft_model, data / "eval.jsonl", "--out", out / "eval_sft", *evaluate), logs / "eval_sft.log")
-    rl_cfg = _config(out / "rl.yaml", RL, model={"path": str(sft_model)},
-                     data={"prompts": str(data / "rl_prompts.jsonl")},
-                     train={"steps": args.rl_steps, "out_dir": str(out / "rl"), "export_hf_every": args.rl_steps,
-                            "eval_every": max(args.rl_steps // 4, 1), "eval_data": str(data / "eval.jsonl")},
-                     optim={"total_steps": args.rl_steps}, rm_optim={"total_steps": args.rl_steps},
-                     seed=args.seed)
-    timings["rl"] = _stage("OREAL RL", _torchrun(args.nproc, "train", rl_cfg), logs / "rl.log")
-    rl_model = out / "rl" / "hf" / f"step_{args.rl_steps:06d}"
-    timings["eval_rl"] = _stage("greedy eval of the RL policy", _oreal(
-        "eval", rl_model, data / "eval.jsonl", "--out", out / "eval_rl", *evaluate), logs / "eval_rl.log")
-
-    before = json.loads((out / "eval_sft" / "summary.json").read_text())
-    after = json.loads((out / "eval_rl" / "summary.json").read_text())
+    timings = {"data": make_data(data, args, logs / "data.log")}
+    sft_model, timings["sft"] = train_sft(out / "sft", data, args, logs / "sft.log")
+    before, timings["eval_sft"] = evaluate_model(sft_model, data, out / "eval_sft", logs / "eval_sft.log",
+                                                 "greedy eval of the SFT policy")
+    rl_model, timings["rl"] = train_rl(out / "rl", sft_model, data, args, logs / "rl.log")
+    after, timings["eval_rl"] = evaluate_model(rl_model, data, out / "eval_rl", logs / "eval_rl.log",
+                                               "greedy eval of the RL policy")
     plot = _plot(out / "rl" / "metrics.jsonl", out / "learning.png", before, after)
     table = _results(out / "RESULTS.md", before, after, timings)
     print(table)

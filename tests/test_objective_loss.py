@@ -229,3 +229,29 @@ def test_dp2_with_uneven_split_matches_dp1(tmp_path):
     logp = logp_init.clone().requires_grad_()
     actor_loss_reference(logp, ref, full, omega, counts, ObjectiveConfig()).total.backward()
     assert torch.allclose(dp2["grad"], logp.grad, rtol=1e-5, atol=1e-7 * logp.grad.abs().max().item())
+
+
+def test_joint_normalizer_divides_both_policy_terms_by_all_tokens():
+    """'joint' (the REINFORCE/GRPO baselines of the ablation): every policy coefficient is the split
+    one times N+/N (positives) or N−/N (negatives); the reference's gradient agrees."""
+    batch, omega, counts = hand_batch(), torch.tensor(OMEGA), GlobalCounts(3, 5, 4)
+    cfg = ObjectiveConfig(policy_normalizer="joint")
+    coef, kl_coef = actor_token_coefficients(batch, omega, counts, cfg)
+    positive_positions = [1, 2, 9]
+    expected = CODE_COEF.clone()
+    expected[positive_positions] *= 3 / 8
+    negative_positions = [5, 6, 7, 11, 12]
+    expected[negative_positions] *= 5 / 8
+    assert torch.allclose(coef, expected, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(kl_coef, stream([0.01 / 8] * 8), rtol=1e-6, atol=0)
+
+    logp = (-torch.rand(13, dtype=torch.float64) - 0.1).requires_grad_()
+    terms = actor_loss_reference(logp, logp.detach() - 0.05, batch, omega, counts,
+                                 ObjectiveConfig(policy_normalizer="joint", kl_coef=0.0))
+    terms.total.backward()
+    assert torch.allclose(logp.grad.float(), expected, rtol=1e-5, atol=1e-9)
+
+
+def test_unknown_policy_normalizer_is_rejected():
+    with pytest.raises(Exception, match="policy_normalizer"):
+        ObjectiveConfig(policy_normalizer="mean")

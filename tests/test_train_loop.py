@@ -110,6 +110,20 @@ def test_resume_after_sigkill_matches_uninterrupted_run(setup, uninterrupted, tm
             assert resumed[step].get(key) == full[step].get(key), (step, key)
 
 
+def test_offloaded_reference_and_token_rm_train_exactly_like_resident_ones(setup, uninterrupted, tmp_path):
+    """model.offload_*: the reference and the token-RM (with its optimizer) are parked in host memory
+    between uses and checkpoints are saved from parked state; the run is bit-identical."""
+    _, config = setup
+    torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path}", "train.steps=3",
+                                        "model.offload_reference=true", "model.offload_token_rm=true"])
+    parked, full = _metrics(tmp_path), _metrics(uninterrupted)
+    assert sorted(parked) == [0, 1, 2]
+    for step in (0, 1, 2):
+        for key in DETERMINISTIC:
+            assert parked[step].get(key) == full[step].get(key), (step, key)
+    assert (tmp_path / "checkpoints" / "step_000002").is_dir()
+
+
 def test_injected_nan_is_skipped_and_logged(setup, tmp_path):
     _, config = setup
     output = torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path}", "train.steps=3",
@@ -123,3 +137,32 @@ def test_injected_nan_is_skipped_and_logged(setup, tmp_path):
         torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={failing}", "train.steps=4",
                                             "train.inject_nan_at_steps=[1,2]", "train.save_every=0",
                                             "train.max_consecutive_bad_steps=2"])
+
+
+def test_eval_reads_a_training_checkpoint_like_its_hf_export(setup, uninterrupted, tmp_path):
+    """`oreal-mega eval` on a training step directory exports its policy itself: the greedy answers
+    equal those of the HF directory `convert` writes from the same checkpoint."""
+    root, _ = setup
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MASTER_")}
+    step_dir = sorted((uninterrupted / "checkpoints").iterdir())[-1]
+    hf_dir = tmp_path / "hf"
+    subprocess.run([sys.executable, "-m", "oreal_mega", "convert", "--to", "hf", str(step_dir / "policy"),
+                    str(hf_dir)], check=True, capture_output=True, env=env)
+    responses, stdout = {}, {}
+    for name, model in (("checkpoint", step_dir), ("hf", hf_dir)):
+        done = subprocess.run([sys.executable, "-m", "oreal_mega", "eval", str(model), str(root / "prompts.jsonl"),
+                               "--k", "0", "--max-tokens", "6", "--dtype", "float32", "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        rows = [json.loads(line) for line in (tmp_path / name / "problems.jsonl").read_text().splitlines()]
+        responses[name], stdout[name] = [row["greedy_response"] for row in rows], done.stdout
+    assert "exporting checkpoint" in stdout["checkpoint"] and "exporting" not in stdout["hf"]
+    assert len(responses["hf"]) == 8 and responses["checkpoint"] == responses["hf"]
+
+
+def test_eval_names_a_directory_that_is_no_model(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"question": "1+1?", "gold_answer": "2"}\n')
+    done = subprocess.run([sys.executable, "-m", "oreal_mega", "eval", str(tmp_path), str(data)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and str(tmp_path) in done.stderr and "oreal_model.json" in done.stderr

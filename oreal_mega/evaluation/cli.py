@@ -1,15 +1,22 @@
-"""`oreal-mega eval MODEL_DIR DATA.jsonl`: greedy pass@1 and pass@k of an HF model directory.
+"""`oreal-mega eval MODEL_DIR DATA.jsonl`: greedy pass@1 and pass@k of a model.
+
+MODEL_DIR is an HF model directory, an oreal-mega model checkpoint, or a training checkpoint's
+`step_N/` (its `policy/`); checkpoints are exported to a temporary HF directory first.
 
 DATA lines hold `question`/`gold_answer`, `problem`/`answer` (MATH-500) or `prompt`/`answer`.
 Writes problems.jsonl, summary.json and summary.txt to --out (default MODEL_DIR/eval/DATA-stem).
 """
+import subprocess
+import sys
+import tempfile
+from contextlib import ExitStack
 from pathlib import Path
 
 from oreal_mega.cli import UserError
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("model_dir", help="HF model directory (config, weights, tokenizer)")
+    parser.add_argument("model_dir", help="HF model directory, oreal-mega model checkpoint or training step_N/")
     parser.add_argument("data", help="JSONL: question/problem/prompt + gold_answer/answer")
     parser.add_argument("--k", type=int, default=8,
                         help="pass@k from sampled completions; 0 = greedy only (default 8)")
@@ -30,16 +37,39 @@ def add_arguments(parser) -> None:
                         help="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
 
 
+def _hf_model(model_dir: Path, stack: ExitStack) -> Path:
+    """`model_dir` itself when it is an HF directory, else a temporary HF export of the oreal-mega
+    model checkpoint it is (or holds as `policy/`, as a training checkpoint's step directory does)."""
+    from oreal_mega.weights.checkpoint import META_FILE
+
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    checkpoint = next((d for d in (model_dir, model_dir / "policy") if (d / META_FILE).is_file()), None)
+    if checkpoint is None:
+        raise UserError(f"{model_dir} is neither a HF model directory (no config.json) nor an oreal-mega "
+                        f"checkpoint (no {META_FILE} in it or in policy/)")
+    hf_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="oreal-eval-"))) / "hf"
+    print(f"exporting checkpoint {checkpoint} to HF format in {hf_dir}", flush=True)
+    # a separate process: the export sets up torch.distributed, which vLLM then wants for itself
+    done = subprocess.run([sys.executable, "-m", "oreal_mega", "convert", "--to", "hf", str(checkpoint),
+                           str(hf_dir), "--no-progress"], capture_output=True, text=True)
+    if done.returncode:
+        raise UserError(f"exporting {checkpoint} to HF failed:\n{done.stderr[-2000:]}")
+    return hf_dir
+
+
 def run(args) -> int:
+    model_dir, data = Path(args.model_dir), Path(args.data)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+    with ExitStack() as stack:
+        return _evaluate(args, _hf_model(model_dir, stack), model_dir, data)
+
+
+def _evaluate(args, hf_dir: Path, model_dir: Path, data: Path) -> int:
     from oreal_mega.evaluation.evaluate import evaluate
     from oreal_mega.rollout.prompts import read_prompts
 
-    model_dir, data = Path(args.model_dir), Path(args.data)
-    if not (model_dir / "config.json").is_file():
-        raise UserError(f"{model_dir} is not a HF model directory (no config.json); for a "
-                        "megatron checkpoint run `oreal-mega convert --to hf CKPT_DIR HF_DIR` first")
-    if args.limit is not None and args.limit < 1:
-        raise UserError(f"--limit must be >= 1, got {args.limit}")
     records = read_prompts(data)[:args.limit]
     missing = [record.line for record in records if record.gold is None]
     if missing:
@@ -47,7 +77,7 @@ def run(args) -> int:
                         "evaluation needs one on every line")
     try:
         result = evaluate(
-            model_dir, records, k=args.k, n=args.n, temperature=args.temperature,
+            hf_dir, records, k=args.k, n=args.n, temperature=args.temperature,
             top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
             system_prompt=args.system_prompt, chat=not args.no_chat_template, progress=True,
             engine_kwargs=dict(dtype=args.dtype, seed=args.seed, max_model_len=args.max_model_len,

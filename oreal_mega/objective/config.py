@@ -12,6 +12,7 @@ from oreal_mega.kernels import KL_TYPES
 MODES = ("code", "paper")
 ADVANTAGE_TYPES = ("rloo", "grpo", "reinforce")
 TOKEN_WEIGHT_TYPES = ("threshold", "topk", "none")
+POLICY_NORMALIZERS = ("split", "joint")
 
 # (low, high, repeat): a prompt with low <= pass_rate < high is repeated `repeat` times; others are dropped.
 CODE_DIFFICULTY_BUCKETS = ((0.0, 0.2, 6), (0.2, 0.4, 4), (0.4, 0.6, 4), (0.6, 0.8, 2))
@@ -45,6 +46,9 @@ class ObjectiveConfig:
     """λ+: weight of the positive (behaviour-cloning) term."""
     negative_loss_factor: float = 0.5
     """η: weight of the negative (policy-gradient) term."""
+    policy_normalizer: str = "split"
+    """'split': term (a) / N+ and term (b) / N− (OREAL: positives are cloned at full weight however rare);
+    'joint': both / N, the token-mean policy gradient of REINFORCE/GRPO baselines (for ablations)."""
     kl_coef: float = 0.01
     """β: weight of the KL penalty to the frozen reference policy π0."""
     kl_type: str = "k3"
@@ -73,6 +77,7 @@ class ObjectiveConfig:
         _choice("advantage_type", self.advantage_type, ADVANTAGE_TYPES)
         _choice("kl_type", self.kl_type, KL_TYPES)
         _choice("token_weights", self.token_weights, TOKEN_WEIGHT_TYPES)
+        _choice("policy_normalizer", self.policy_normalizer, POLICY_NORMALIZERS)
         for key in ("reward_correct", "reward_wrong", "positive_loss_factor", "negative_loss_factor", "kl_coef"):
             _finite(key, getattr(self, key))
         if not self.reward_correct > self.reward_wrong:

@@ -11,6 +11,7 @@ Code mode (train_oreal.py), for response token t of rollout y with advantage A a
   (a) positive y:  coef = −λ+ · A · ω+ / N+         (A only with pos_mult_adv; BC on −ℓ)
   (b) negative y:  coef = η · (−A) · ω− / N−        (the code's −A·exp(ℓ − sg ℓ): its gradient is −A·∇ℓ)
   (c) every token: kl_coef = β / N
+With policy_normalizer 'joint', N+ and N− in (a) and (b) are both replaced by N (token-mean baselines).
 Paper mode: (a) without A, (b) with (1 − p) in place of −A; (c) the same.
 """
 from dataclasses import dataclass
@@ -58,13 +59,21 @@ def global_counts(response_lengths: torch.Tensor, is_positive: torch.Tensor, gro
     return GlobalCounts(positive_tokens=pos, negative_tokens=neg, sequences=seqs)
 
 
+def _policy_normalizers(counts: GlobalCounts, cfg: ObjectiveConfig) -> tuple[int, int]:
+    """Divisors of terms (a) and (b): (N+, N−) when split, (N, N) when joint; at least 1."""
+    if cfg.policy_normalizer == "joint":
+        return max(counts.tokens, 1), max(counts.tokens, 1)
+    return max(counts.positive_tokens, 1), max(counts.negative_tokens, 1)
+
+
 def _sequence_policy_coefficients(batch: PackedResponses, counts: GlobalCounts, cfg: ObjectiveConfig) -> torch.Tensor:
     """[S] multiplier of ω_t·ℓ_t for each rollout: terms (a) and (b) without the token weight."""
     advantage = batch.advantage.float()
     pos_scale = advantage if cfg.positive_times_advantage else torch.ones_like(advantage)
-    positive = -cfg.positive_loss_factor * pos_scale / max(counts.positive_tokens, 1)
+    positive_tokens, negative_tokens = _policy_normalizers(counts, cfg)
+    positive = -cfg.positive_loss_factor * pos_scale / positive_tokens
     neg_scale = -advantage if cfg.mode == "code" else 1.0 - batch.pass_rate.float()
-    negative = cfg.negative_loss_factor * neg_scale / max(counts.negative_tokens, 1)
+    negative = cfg.negative_loss_factor * neg_scale / negative_tokens
     return torch.where(batch.is_positive, positive, negative)
 
 
@@ -112,13 +121,14 @@ def actor_loss_reference(logp: torch.Tensor, ref_logp: torch.Tensor, batch: Pack
     omega = token_weight.float()
     advantage = batch.per_token(batch.advantage.float())
 
+    positive_tokens, negative_tokens = _policy_normalizers(counts, cfg)
     pos_adv = advantage if cfg.positive_times_advantage else torch.ones_like(advantage)
-    pos_w = cfg.positive_loss_factor * pos_adv * omega / max(counts.positive_tokens, 1)
+    pos_w = cfg.positive_loss_factor * pos_adv * omega / positive_tokens
     if cfg.mode == "code":
         neg_adv = advantage
     else:
         neg_adv = -(1.0 - batch.per_token(batch.pass_rate.float()))
-    neg_w = cfg.negative_loss_factor * neg_adv * omega / max(counts.negative_tokens, 1)
+    neg_w = cfg.negative_loss_factor * neg_adv * omega / negative_tokens
 
     if cfg.ppo_clip:
         if old_logp is None:

@@ -12,6 +12,8 @@ class ModelConfig:
     path: str  # HF directory of the initial policy (config.json, safetensors, tokenizer)
     dtype: str = "bfloat16"  # float32 | bfloat16 (training compute; master weights are fp32)
     recompute: bool = False  # full activation recomputation
+    offload_reference: bool = False  # keep the frozen reference in host memory except for its pass
+    offload_token_rm: bool = False  # the same for the token-RM, with its optimizer state
 
 
 @dataclass

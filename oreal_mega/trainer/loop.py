@@ -50,6 +50,7 @@ def train(cfg: TrainConfig) -> Path:
         start = checkpoint.load(latest, *models.checkpointed())["step"] + 1
         if topo.is_main:
             print(f"resumed from {latest} at step {start}", flush=True)
+    models.park()
     sync_weights(side.engine, models.policy, arch)  # the engine must sample from the trained policy
 
     for step in range(start, cfg.train.steps):
@@ -83,15 +84,17 @@ def train(cfg: TrainConfig) -> Path:
             mbs = micro_batches(trajectories, plan[dp_rank] or [[]], length)
             counts = global_counts(torch.tensor([len(tr.response_ids) for tr in trajectories]),
                                    torch.tensor([tr.is_positive for tr in trajectories]))
-            ref_logps = sequence_logprobs(models.reference, mbs, tp_group)
+            with models.on_device("reference"):
+                ref_logps = sequence_logprobs(models.reference, mbs, tp_group)
             t = phase("reference", t)
             if models.token_rm is not None:
-                zero_grads(models.token_rm)
-                rm_out = token_rm_step(models.token_rm, mbs, counts, cfg.objective)
-                finalize_grads(models.token_rm)
+                with models.on_device("token_rm"):
+                    zero_grads(models.token_rm)
+                    rm_out = token_rm_step(models.token_rm, mbs, counts, cfg.objective)
+                    finalize_grads(models.token_rm)
+                    if guard.finite(rm_out, models.token_rm, step, "token-RM"):
+                        metrics.update(optimizer_step(models.rm_optim, "trm_"))
                 weights = [m["weights"] for m in rm_out]
-                if guard.finite(rm_out, models.token_rm, step, "token-RM"):
-                    metrics.update(optimizer_step(models.rm_optim, "trm_"))
                 metrics.update(trm_loss=sum_metric(rm_out, "loss"),
                                trm_accuracy=sum_metric(rm_out, "correct") / max(counts.sequences, 1))
             else:
@@ -131,9 +134,10 @@ def train(cfg: TrainConfig) -> Path:
             t = phase("eval", t)
         if cfg.train.save_every and ((step + 1) % cfg.train.save_every == 0 or step + 1 == cfg.train.steps):
             models_ckpt, optims_ckpt = models.checkpointed()
-            checkpoint.save(ckpt_dir, step, models_ckpt, optims_ckpt, {"step": step}, cfg.train.keep_last,
-                            lambda directory: save_model_checkpoint(models.policy, directory / "policy",
-                                                                    cfg.model.path))
+            with models.on_device("token_rm"):
+                checkpoint.save(ckpt_dir, step, models_ckpt, optims_ckpt, {"step": step}, cfg.train.keep_last,
+                                lambda directory: save_model_checkpoint(models.policy, directory / "policy",
+                                                                        cfg.model.path))
         if cfg.train.export_hf_every and (step + 1) % cfg.train.export_hf_every == 0:
             side.export(models.policy, run_dir / "hf" / f"step_{step + 1:06d}")
         phase("save", t)

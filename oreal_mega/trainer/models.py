@@ -1,12 +1,14 @@
 """The three megatron models of an OREAL run, all in the same TP/PP layout and all initialised from
 the policy checkpoint: the trained policy, the frozen reference, and the token-level reward model."""
-from dataclasses import dataclass
+from contextlib import nullcontext
+from dataclasses import dataclass, field
 
 import torch
 
 from oreal_mega.models.builder import DTYPES, build_model
 from oreal_mega.models.ddp import wrap_ddp
 from oreal_mega.models.hf_config import ModelArch
+from oreal_mega.models.offload import Parked
 from oreal_mega.trainer.optim import build_optimizer
 from oreal_mega.trainer.token_rm import to_token_rm
 from oreal_mega.weights.hf_load import load_hf_weights
@@ -19,6 +21,17 @@ class OrealModels:
     token_rm: list | None  # DDP-wrapped chunks; None when token weights are off
     policy_optim: tuple  # (optimizer, scheduler)
     rm_optim: tuple | None
+    parked: dict[str, Parked] = field(default_factory=dict)  # "reference" / "token_rm" when offloaded
+
+    def park(self) -> None:
+        """Move the offloaded models to host memory (after building or resuming)."""
+        for parked in self.parked.values():
+            parked.offload()
+
+    def on_device(self, name: str):
+        """Context in which model `name` is on its device; parked again afterwards if offloaded."""
+        parked = self.parked.get(name)
+        return parked.loaded() if parked is not None else nullcontext()
 
     def checkpointed(self) -> tuple[dict, dict]:
         """(models, optimizers) as `checkpoint.save` / `load` take them."""
@@ -48,4 +61,9 @@ def build_oreal_models(arch: ModelArch, cfg) -> OrealModels:
         token_rm = wrap_ddp(to_token_rm(load_policy_weights(arch, cfg.model)),
                             distributed_optimizer=cfg.rm_optim.distributed_optimizer)
         rm_optim = build_optimizer(token_rm, cfg.rm_optim, dtype)
-    return OrealModels(policy, reference, token_rm, build_optimizer(policy, cfg.optim, dtype), rm_optim)
+    models = OrealModels(policy, reference, token_rm, build_optimizer(policy, cfg.optim, dtype), rm_optim)
+    if cfg.model.offload_reference:
+        models.parked["reference"] = Parked(reference)
+    if cfg.model.offload_token_rm and token_rm is not None:
+        models.parked["token_rm"] = Parked(token_rm, rm_optim[0])
+    return models

@@ -1,0 +1,115 @@
+"""Park a model (and its optimizer state) in host memory between uses, freeing accelerator memory.
+
+Works on storages, not modules: every distinct storage behind the parameters, the DDP gradient
+buffers and the optimizer's tensors is copied once into a (pinned, on CUDA) host buffer and then
+resized to zero bytes. Tensor objects and views — `param.main_grad`, the distributed optimizer's
+parameter buffer, tied weights — stay valid and see their data again after `load()`. Gradient
+buffers are not copied, only freed: they are zeroed before each use anyway.
+
+    parked = Parked(reference_chunks)
+    parked.offload()          # after the reference pass
+    with parked.loaded():     # before the next one
+        ...
+"""
+from contextlib import contextmanager
+
+import torch
+
+
+def _unique_storages(tensors) -> list[torch.Tensor]:
+    """One tensor per distinct storage, each spanning the whole storage."""
+    seen, out = set(), []
+    for tensor in tensors:
+        if tensor is None or tensor.numel() == 0:
+            continue
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() in seen or storage.nbytes() == 0:
+            continue
+        seen.add(storage.data_ptr())
+        out.append(torch.empty(0, dtype=torch.uint8, device=tensor.device).set_(storage))
+    return out
+
+
+def _optimizer_tensors(optimizer) -> list[torch.Tensor]:
+    """The tensors a megatron optimizer (chained or not) or a torch optimizer owns: fp32 master
+    parameters and per-parameter state (Adam moments)."""
+    tensors = []
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", opt)
+        if inner is None:
+            continue
+        for group in inner.param_groups:
+            tensors += [p for p in group["params"]]
+        for state in inner.state.values():
+            tensors += [v for v in state.values() if torch.is_tensor(v) and v.dim() > 0]
+    return tensors
+
+
+def _grad_buffers(chunks) -> list[torch.Tensor]:
+    """megatron DDP's contiguous gradient buffers (plain modules have none)."""
+    from megatron.core.distributed import DistributedDataParallel
+
+    return [buffer.grad_data for chunk in chunks if isinstance(chunk, DistributedDataParallel)
+            for buffer in chunk.buffers + chunk.expert_parallel_buffers]
+
+
+class Parked:
+    """Host-memory parking of `chunks` (plain or DDP-wrapped) and optionally their `optimizer`."""
+
+    def __init__(self, chunks: list[torch.nn.Module], optimizer=None):
+        grads = _unique_storages(_grad_buffers(chunks))
+        grad_ptrs = {g.untyped_storage().data_ptr() for g in grads}
+        kept = [p for chunk in chunks for p in chunk.parameters()]
+        kept += _optimizer_tensors(optimizer) if optimizer is not None else []
+        self._kept = [s for s in _unique_storages(kept) if s.untyped_storage().data_ptr() not in grad_ptrs]
+        self._grads = grads
+        self._host: list[torch.Tensor] | None = None
+
+    @property
+    def device_bytes(self) -> int:
+        """Bytes these storages occupy on their device now (0 while offloaded)."""
+        return sum(s.untyped_storage().nbytes() for s in self._kept + self._grads)
+
+    @property
+    def offloaded(self) -> bool:
+        return self._host is not None
+
+    def offload(self) -> None:
+        if self.offloaded:
+            return
+        pin = torch.cuda.is_available()
+        self._host = []
+        for storage in self._kept:
+            host = torch.empty(storage.untyped_storage().nbytes(), dtype=torch.uint8, pin_memory=pin)
+            host.copy_(storage, non_blocking=pin)
+            self._host.append(host)
+        if pin:
+            torch.cuda.synchronize()  # the copies must land before the device memory goes
+        self._grad_sizes = [g.untyped_storage().nbytes() for g in self._grads]
+        for storage in self._kept + self._grads:
+            storage.untyped_storage().resize_(0)
+        if pin:
+            torch.cuda.empty_cache()
+
+    def load(self) -> None:
+        if not self.offloaded:
+            return
+        for storage, host in zip(self._kept, self._host):
+            storage.untyped_storage().resize_(host.numel())
+            storage.set_(storage.untyped_storage()).copy_(host, non_blocking=True)
+        for storage, size in zip(self._grads, self._grad_sizes):
+            storage.untyped_storage().resize_(size)
+            storage.set_(storage.untyped_storage()).zero_()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._host = None
+
+    @contextmanager
+    def loaded(self, offload_after: bool = True):
+        """On the device inside the block; parked again afterwards when `offload_after`."""
+        self.load()
+        try:
+            yield
+        finally:
+            if offload_after:
+                self.offload()
