@@ -95,7 +95,5 @@ def test_train_config_checks_before_any_work(tmp_path):
     validate(cfg)
     with pytest.raises(UserError, match="train.eval_every > 0 needs train.eval_data"):
         validate(TrainConfig(model=cfg.model, data=cfg.data, train=TrainLoopConfig(eval_every=5)))
-    with pytest.raises(UserError, match="checkpoints of the distributed optimizer are not implemented"):
-        validate(TrainConfig(model=cfg.model, data=cfg.data, optim=OptimConfig(distributed_optimizer=True)))
     with pytest.raises(UserError, match="prompt file .*missing.jsonl does not exist"):
         validate(TrainConfig(model=cfg.model, data=DataConfig(prompts=str(tmp_path / "missing.jsonl"))))

@@ -47,6 +47,46 @@ def _parameters(chunks) -> dict[str, torch.Tensor]:
     return {f"{i}.{name}": p for i, chunk in enumerate(chunks) for name, p in chunk.named_parameters()}
 
 
+def _distributed_parts(optimizer) -> list:
+    """The megatron distributed (ZeRO-1) optimizers inside `optimizer`, chained or not."""
+    return [o for o in getattr(optimizer, "chained_optimizers", [optimizer])
+            if hasattr(o, "get_parameter_state_dp_reshardable")]
+
+
+def _optimizer_state(optimizer) -> dict:
+    """`state_dict()`, plus this rank's shard of every distributed optimizer's fp32 master weights and
+    Adam moments, which its state_dict() leaves out. Rank files are reloaded by the same layout."""
+    parts = _distributed_parts(optimizer)
+    if parts and not all(part.optimizer.state for part in parts):
+        return {"never_stepped": True}  # megatron cannot state_dict() it yet; there is nothing to keep
+    state = {"optimizer": optimizer.state_dict()}
+    if parts:
+        state["parameter_shards"] = [part.get_parameter_state_dp_reshardable() for part in parts]
+    return state
+
+
+def _load_optimizer_state(optimizer, state: dict) -> None:
+    """Call after the model parameters are restored."""
+    if state.get("never_stepped"):
+        optimizer.reload_model_params()  # its fp32 master copies come from the restored parameters
+        return
+    optimizer.load_state_dict(state["optimizer"])
+    for part, shard in zip(_distributed_parts(optimizer), state.get("parameter_shards", [])):
+        for key, by_dtype in shard.items():
+            if isinstance(key, int):  # a grad buffer: dtype → buckets → per-parameter dicts
+                for buckets in by_dtype.values():
+                    for bucket in buckets:
+                        for entry in bucket:
+                            entry.setdefault("padding", False)  # the loader expects the flag
+        with torch.no_grad():  # it copies into the fp32 master parameters in place
+            part.load_parameter_state_from_dp_reshardable(shard)
+        for param_state in part.optimizer.state.values():
+            if torch.is_tensor(param_state.get("step")):
+                # megatron's load gives every parameter the same `step` tensor; torch's Adam then
+                # increments it once per parameter per step, which wrecks the bias correction
+                param_state["step"] = param_state["step"].clone()
+
+
 def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, keep_last: int,
          write_more=None) -> Path:
     """Collective. `models`: name → chunks; `optimizers`: name → (optimizer, scheduler);
@@ -61,7 +101,7 @@ def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, kee
     shard = {
         "models": {name: {k: p.detach().cpu() for k, p in _parameters(chunks).items()}
                    for name, chunks in models.items()},
-        "optimizers": {name: {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+        "optimizers": {name: {**_optimizer_state(opt), "scheduler": sched.state_dict()}
                        for name, (opt, sched) in optimizers.items()},
         "rng": _rng_state(),
         "extra": extra,
@@ -134,7 +174,7 @@ def load(directory: Path, models: dict, optimizers: dict) -> dict:
             for key, param in params.items():
                 param.copy_(saved[key])
     for name, (opt, sched) in optimizers.items():
-        opt.load_state_dict(shard["optimizers"][name]["optimizer"])
+        _load_optimizer_state(opt, shard["optimizers"][name])
         sched.load_state_dict(shard["optimizers"][name]["scheduler"])
     _set_rng_state(shard["rng"])
     return shard["extra"]

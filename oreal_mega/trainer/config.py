@@ -96,8 +96,5 @@ def validate(cfg: TrainConfig) -> None:
         missing = [r.line for r in read_prompts(Path(cfg.train.eval_data)) if r.gold is None]
         if missing:
             raise UserError(f"{cfg.train.eval_data}:{missing[0]}: an eval problem needs a gold answer")
-    if cfg.train.save_every and (cfg.optim.distributed_optimizer or cfg.rm_optim.distributed_optimizer):
-        raise UserError("checkpoints of the distributed optimizer are not implemented yet: set "
-                        "train.save_every=0 or optim/rm_optim.distributed_optimizer=false")
     if cfg.rollout.sleep_level not in (0, 1, 2):
         raise UserError(f"rollout.sleep_level={cfg.rollout.sleep_level}: expected 0, 1 or 2")

@@ -3,6 +3,7 @@ distributed optimizer) with linear warm-up then cosine decay to a floor."""
 from dataclasses import dataclass
 
 import torch
+from megatron.core import parallel_state
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
@@ -25,10 +26,11 @@ class OptimConfig:
 
 def build_optimizer(chunks: list[torch.nn.Module], cfg: OptimConfig, dtype: torch.dtype):
     """Optimizer and LR scheduler for DDP-wrapped `chunks`."""
-    if cfg.distributed_optimizer and torch.distributed.get_backend() == "gloo":
+    if (cfg.distributed_optimizer and torch.distributed.get_backend() == "gloo"
+            and parallel_state.get_data_parallel_world_size() > 1):
         # Measured: gradient norms come out as one rank's share instead of the DP sum.
-        raise UserError("optim.distributed_optimizer=true is not supported on gloo (CPU): "
-                        "megatron's reduce-scatter does not sum gradients there")
+        raise UserError("optim.distributed_optimizer=true with data parallelism is not supported on gloo "
+                        "(CPU): megatron's reduce-scatter does not sum gradients there")
     config = OptimizerConfig(
         optimizer="adam", lr=cfg.lr, min_lr=cfg.min_lr, weight_decay=cfg.weight_decay,
         adam_beta1=cfg.adam_beta1, adam_beta2=cfg.adam_beta2, adam_eps=cfg.adam_eps,
