@@ -111,9 +111,9 @@ def train_rl(out: Path, start_model: Path, data: Path, args, log: Path, objectiv
     replaced by `objective` when given; held-out greedy eval every quarter of the run. Returns the
     exported HF model of the last step."""
     steps = args.rl_steps
-    cfg = _config(out.with_suffix(".yaml"), RL, model={"path": str(start_model)},
+    base = RL if objective is None else {**RL, "objective": objective}
+    cfg = _config(out.with_suffix(".yaml"), base, model={"path": str(start_model)},
                   data={"prompts": str(data / "rl_prompts.jsonl")},
-                  objective=RL["objective"] if objective is None else objective,
                   train={"steps": steps, "out_dir": str(out), "export_hf_every": steps,
                          "eval_every": max(steps // 4, 1), "eval_data": str(data / "eval.jsonl")},
                   optim={"total_steps": steps}, rm_optim={"total_steps": steps}, seed=args.seed)

@@ -21,3 +21,22 @@ def test_short_demo_runs_end_to_end(tmp_path):
     summary = json.loads((out / "eval_rl" / "summary.json").read_text())
     assert summary["problems"] == 16
     assert f"plot {out / 'learning.png'}" in proc.stdout
+
+
+def test_rl_objective_section_is_replaced_not_merged(tmp_path, monkeypatch):
+    """An ablation variant's objective replaces the demo's whole objective section: keys it leaves out
+    take the objective's defaults (e.g. the token-RM on), not the demo's values."""
+    import argparse
+
+    import yaml
+
+    from oreal_mega import demo
+
+    monkeypatch.setattr(demo, "stage", lambda title, cmd, log: 0.0)
+    args = argparse.Namespace(rl_steps=8, nproc=2, seed=0)
+    demo.train_rl(tmp_path / "variant", tmp_path / "model", tmp_path / "data", args, tmp_path / "log",
+                  objective={"actor_freeze_steps": 3})
+    assert yaml.safe_load((tmp_path / "variant.yaml").read_text())["objective"] == {"actor_freeze_steps": 3}
+    demo.train_rl(tmp_path / "demo", tmp_path / "model", tmp_path / "data", args, tmp_path / "log")
+    written = yaml.safe_load((tmp_path / "demo.yaml").read_text())
+    assert written["objective"] == demo.RL["objective"] and written["train"]["steps"] == 8
