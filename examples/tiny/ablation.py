@@ -7,6 +7,7 @@ table (mean ± sample std over seeds, and each seed's value) goes to OUT/RESULTS
 to OUT/results.json. Finished runs are reused, so an interrupted ablation resumes where it stopped.
 
     python examples/tiny/ablation.py --out runs/ablation --seeds 0 1 2
+    python examples/tiny/ablation.py --out runs/ablation --table-only   # the table of what has finished
 """
 import argparse
 import json
@@ -35,53 +36,72 @@ def _slug(name: str) -> str:
 
 
 def run_seed(root: Path, args) -> dict:
-    """All runs of one seed; returns {row name: eval summary}."""
+    """All runs of one seed (finished ones are reused); returns {row name: eval summary}."""
     out = root / f"seed{args.seed}"
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    data = out / "data"
-    if not (data / "eval.jsonl").is_file():
-        make_data(data, args, logs / "data.log")
-    sft_model = out / "sft" / "hf"
-    if not (sft_model / "config.json").is_file():
-        train_sft(out / "sft", data, args, logs / "sft.log")
-    results = {"SFT": _evaluated(sft_model, data, out / "eval_sft", logs, "SFT")}
+    wanted = [name for name in VARIANTS if not args.variants or name in args.variants]
+    if args.table_only:
+        wanted = []
+    else:
+        _prepare(out, args)
+    results = {"SFT": _finished(out, "sft") or _evaluate(out, "sft", out / "sft" / "hf")}
     for name, objective in VARIANTS.items():
-        if args.variants and name not in args.variants:
-            continue
         run = out / f"rl_{_slug(name)}"
-        model = run / "hf" / f"step_{args.rl_steps:06d}"
-        if not (model / "config.json").is_file():
-            train_rl(run, sft_model, data, args, logs / f"{run.name}.log", objective, title=f"RL: {name}")
-        results[name] = _evaluated(model, data, out / f"eval_{run.name}", logs, name)
+        summary = _finished(out, run.name)
+        if summary is None and name in wanted:
+            model = run / "hf" / f"step_{args.rl_steps:06d}"
+            if not (model / "config.json").is_file():
+                train_rl(run, out / "sft" / "hf", out / "data", args, out / "logs" / f"{run.name}.log",
+                         objective, title=f"RL: {name}")
+            summary = _evaluate(out, run.name, model)
+        if summary is not None:
+            results[name] = summary
     return results
 
 
-def _evaluated(model: Path, data: Path, out: Path, logs: Path, name: str) -> dict:
-    summary = out / "summary.json"
-    if summary.is_file():
-        return json.loads(summary.read_text())
-    return evaluate_model(model, data, out, logs / f"{out.name}.log", f"eval: {name}", k=8)[0]
+def _prepare(out: Path, args) -> None:
+    """The seed's data and SFT policy, unless they exist."""
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    if not (out / "data" / "eval.jsonl").is_file():
+        make_data(out / "data", args, out / "logs" / "data.log")
+    if not (out / "sft" / "hf" / "config.json").is_file():
+        train_sft(out / "sft", out / "data", args, out / "logs" / "sft.log")
+
+
+def _finished(out: Path, run_name: str) -> dict | None:
+    summary = out / f"eval_{run_name}" / "summary.json"
+    return json.loads(summary.read_text()) if summary.is_file() else None
+
+
+def _evaluate(out: Path, run_name: str, model: Path) -> dict:
+    return evaluate_model(model, out / "data", out / f"eval_{run_name}", out / "logs" / f"eval_{run_name}.log",
+                          f"eval: {run_name}", k=8)[0]
 
 
 def table(by_seed: dict[int, dict], args, seconds: float) -> str:
+    """Markdown: per row, mean ± sample std over the seeds that have the run (n), each seed's greedy
+    pass@1 ('—' where a run is missing), then every RL row's greedy gain over the same seed's SFT."""
     seeds = sorted(by_seed)
-    rows = list(next(iter(by_seed.values())))
-    lines = ["| policy | " + " | ".join(f"{label} (mean ± std)" for label, _ in SCORES)
+    rows = list(dict.fromkeys(row for s in seeds for row in by_seed[s]))
+    lines = ["| policy | n | " + " | ".join(f"{label} (mean ± std)" for label, _ in SCORES)
              + f" | greedy pass@1 per seed ({', '.join(map(str, seeds))}) |",
-             "|---" * (len(SCORES) + 2) + "|"]
+             "|---" * (len(SCORES) + 3) + "|"]
     for row in rows:
+        have = [s for s in seeds if row in by_seed[s]]
         cells = []
         for _, key in SCORES:
-            values = [100 * by_seed[s][row][key] for s in seeds]
+            values = [100 * by_seed[s][row][key] for s in have]
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{statistics.mean(values):.1f} ± {spread:.1f}")
-        per_seed = ", ".join(f"{100 * by_seed[s][row]['greedy_pass_at_1']:.1f}" for s in seeds)
-        lines.append(f"| {row} | " + " | ".join(cells) + f" | {per_seed} |")
-    gains = [100 * (by_seed[s][rows[-1]]["greedy_pass_at_1"] - by_seed[s]["SFT"]["greedy_pass_at_1"]) for s in seeds]
-    lines += ["", f"{rows[-1]} minus SFT, greedy pass@1 points: mean {statistics.mean(gains):+.1f} "
-              f"(per seed {', '.join(f'{g:+.1f}' for g in gains)})",
-              f"Held-out problems per seed: {by_seed[seeds[0]]['SFT']['problems']}; RL: {args.rl_steps} steps of "
+        per_seed = ", ".join(f"{100 * by_seed[s][row]['greedy_pass_at_1']:.1f}" if s in have else "—"
+                             for s in seeds)
+        lines.append(f"| {row} | {len(have)} | " + " | ".join(cells) + f" | {per_seed} |")
+    lines.append("")
+    for row in rows[1:]:
+        gains = [100 * (by_seed[s][row]["greedy_pass_at_1"] - by_seed[s]["SFT"]["greedy_pass_at_1"])
+                 for s in seeds if row in by_seed[s]]
+        lines.append(f"- {row} minus SFT, greedy pass@1 points: mean {statistics.mean(gains):+.1f} "
+                     f"(per seed {', '.join(f'{g:+.1f}' for g in gains)})")
+    lines += ["", f"Held-out problems per seed: {by_seed[seeds[0]]['SFT']['problems']}; RL: {args.rl_steps} steps of "
               f"{RL['data']['prompts_per_step']} prompts × {RL['rollout']['n']} samples; wall time {seconds / 60:.0f} min.",
               "Command: `python " + " ".join(sys.argv) + "`"]
     return "\n".join(lines)
@@ -94,6 +114,7 @@ def main() -> int:
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), help="default: all")
     parser.add_argument("--rl-steps", type=int, default=RL_STEPS)
     parser.add_argument("--nproc", type=int, default=2)
+    parser.add_argument("--table-only", action="store_true", help="tabulate the finished runs, run nothing")
     add_task_arguments(parser)
     args = parser.parse_args()
     root = Path(args.out).resolve()
