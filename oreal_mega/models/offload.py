@@ -63,6 +63,7 @@ class Parked:
         kept += _optimizer_tensors(optimizer) if optimizer is not None else []
         self._kept = [s for s in _unique_storages(kept) if s.untyped_storage().data_ptr() not in grad_ptrs]
         self._grads = grads
+        self._grad_sizes: list[int] = []
         self._host: list[torch.Tensor] | None = None
 
     @property
@@ -105,11 +106,10 @@ class Parked:
         self._host = None
 
     @contextmanager
-    def loaded(self, offload_after: bool = True):
-        """On the device inside the block; parked again afterwards when `offload_after`."""
+    def loaded(self):
+        """On the device inside the block, parked again afterwards."""
         self.load()
         try:
             yield
         finally:
-            if offload_after:
-                self.offload()
+            self.offload()
