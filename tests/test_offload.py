@@ -41,10 +41,15 @@ def test_round_trip_frees_storage_and_matches_a_run_without_parking(megatron_wor
     tokens = torch.arange(3, 40)
     chunks, optimizer = _model_and_optimizer(0)
     twin, twin_optimizer = _model_and_optimizer(0)
-    _train_step(chunks, optimizer, tokens)  # optimizer state exists
+    parked = Parked(chunks, optimizer)  # before the optimizer has any state, as in the trainer
+    with parked.loaded():
+        _train_step(chunks, optimizer, tokens)  # Adam's moments appear here
     _train_step(twin, twin_optimizer, tokens)
+    moments = [v for state in optimizer.optimizer.state.values() for v in state.values()
+               if torch.is_tensor(v) and v.dim() > 0]
+    assert moments and all(v.untyped_storage().nbytes() == 0 for v in moments)  # created in the block, parked too
 
-    parked = Parked(chunks, optimizer)
+    parked.load()
     held = parked.device_bytes
     param_bytes = sum(p.numel() * p.element_size() for p in chunks[0].parameters())
     assert held >= 3 * param_bytes  # parameters, Adam's two moments and the fp32 grad buffer

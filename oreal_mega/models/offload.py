@@ -39,7 +39,7 @@ def _optimizer_tensors(optimizer) -> list[torch.Tensor]:
         if inner is None:
             continue
         for group in inner.param_groups:
-            tensors += [p for p in group["params"]]
+            tensors += list(group["params"])
         for state in inner.state.values():
             tensors += [v for v in state.values() if torch.is_tensor(v) and v.dim() > 0]
     return tensors
@@ -54,22 +54,28 @@ def _grad_buffers(chunks) -> list[torch.Tensor]:
 
 
 class Parked:
-    """Host-memory parking of `chunks` (plain or DDP-wrapped) and optionally their `optimizer`."""
+    """Host-memory parking of `chunks` (plain or DDP-wrapped) and optionally their `optimizer`.
+    The storages are collected at each `offload()`: optimizer state appears only at its first step."""
 
     def __init__(self, chunks: list[torch.nn.Module], optimizer=None):
-        grads = _unique_storages(_grad_buffers(chunks))
-        grad_ptrs = {g.untyped_storage().data_ptr() for g in grads}
-        kept = [p for chunk in chunks for p in chunk.parameters()]
-        kept += _optimizer_tensors(optimizer) if optimizer is not None else []
-        self._kept = [s for s in _unique_storages(kept) if s.untyped_storage().data_ptr() not in grad_ptrs]
-        self._grads = grads
+        self.chunks, self.optimizer = chunks, optimizer
+        self._kept, self._grads = self._storages()
         self._grad_sizes: list[int] = []
         self._host: list[torch.Tensor] | None = None
+
+    def _storages(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """(storages to copy out, gradient-buffer storages to free), no storage twice."""
+        grads = _unique_storages(_grad_buffers(self.chunks))
+        grad_ptrs = {g.untyped_storage().data_ptr() for g in grads}
+        kept = [p for chunk in self.chunks for p in chunk.parameters()]
+        kept += _optimizer_tensors(self.optimizer) if self.optimizer is not None else []
+        return [s for s in _unique_storages(kept) if s.untyped_storage().data_ptr() not in grad_ptrs], grads
 
     @property
     def device_bytes(self) -> int:
         """Bytes these storages occupy on their device now (0 while offloaded)."""
-        return sum(s.untyped_storage().nbytes() for s in self._kept + self._grads)
+        kept, grads = (self._kept, self._grads) if self.offloaded else self._storages()
+        return sum(s.untyped_storage().nbytes() for s in kept + grads)
 
     @property
     def offloaded(self) -> bool:
@@ -78,6 +84,7 @@ class Parked:
     def offload(self) -> None:
         if self.offloaded:
             return
+        self._kept, self._grads = self._storages()
         pin = torch.cuda.is_available()
         self._host = []
         for storage in self._kept:
