@@ -127,7 +127,10 @@ def test_ablation_variants_are_valid_objectives_and_its_table_averages_over_seed
 
     by_seed = {0: {"SFT": summary(0.5), "REINFORCE": summary(0.6), "OREAL": summary(0.7)},
                1: {"SFT": summary(0.4), "REINFORCE": summary(0.8)}}  # seed 1's OREAL run is missing
-    text = ablation.table(by_seed, argparse.Namespace(rl_steps=60), 60.0)
+    text = ablation.table(by_seed, argparse.Namespace(rl_steps=60, table_only=False), 60.0)
+    assert "RL: 60 steps of 64 prompts × 8 samples; wall time 1 min." in text
+    tabulated = ablation.table(by_seed, argparse.Namespace(rl_steps=60, table_only=True), 1.0)
+    assert "RL: 60 steps of 64 prompts × 8 samples." in tabulated  # no runs made, so no wall time
     assert "| SFT | 2 | 45.0 ± 7.1 | 22.5 ± 3.5 | 90.0 ± 0.0 | 50.0, 40.0 |" in text
     assert "| OREAL | 1 | 70.0 ± 0.0 | 35.0 ± 0.0 | 90.0 ± 0.0 | 70.0, — |" in text
     assert "- REINFORCE minus SFT, greedy pass@1 points: mean +25.0 (per seed +10.0, +40.0)" in text

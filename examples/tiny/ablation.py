@@ -101,8 +101,9 @@ def table(by_seed: dict[int, dict], args, seconds: float) -> str:
                  for s in seeds if row in by_seed[s]]
         lines.append(f"- {row} minus SFT, greedy pass@1 points: mean {statistics.mean(gains):+.1f} "
                      f"(per seed {', '.join(f'{g:+.1f}' for g in gains)})")
+    wall = "" if args.table_only else f"; wall time {seconds / 60:.0f} min"
     lines += ["", f"Held-out problems per seed: {by_seed[seeds[0]]['SFT']['problems']}; RL: {args.rl_steps} steps of "
-              f"{RL['data']['prompts_per_step']} prompts × {RL['rollout']['n']} samples; wall time {seconds / 60:.0f} min.",
+              f"{RL['data']['prompts_per_step']} prompts × {RL['rollout']['n']} samples{wall}.",
               "Command: `python " + " ".join(sys.argv) + "`"]
     return "\n".join(lines)
 
