@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 from .api import fused_oreal_loss, token_logprobs
 from .reference import naive_token_logprobs

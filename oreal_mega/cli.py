@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from oreal_mega.errors import UserError
+
 COMMANDS = {
     "demo": ("oreal_mega.demo", "the whole pipeline on a tiny CPU model: data, SFT, eval, OREAL RL, eval, plot"),
     "sft": ("oreal_mega.trainer.sft", "supervised fine-tuning on prompt/response or chat JSONL (loss on responses)"),
@@ -18,10 +20,6 @@ COMMANDS = {
     "eval": ("oreal_mega.evaluation.cli", "greedy pass@1 and sampled pass@k of a model on problems with gold answers"),
     "bench": ("oreal_mega.bench", "measure a component: packing, kernels, verifier, convert, sync, train"),
 }
-
-
-class UserError(Exception):
-    """An error caused by the user's input (config, file, flag): printed without a traceback."""
 
 
 def _load(name: str):

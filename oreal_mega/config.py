@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 import yaml
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 
 class ConfigError(UserError):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 
 @dataclass

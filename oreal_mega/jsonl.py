@@ -3,7 +3,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 
 def parse_line(path: Path, number: int, line: str) -> dict:

@@ -5,7 +5,7 @@ from typing import Literal
 import pytest
 import yaml
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.config import ConfigError, load_config, save_resolved
 from oreal_mega.distributed import ParallelConfig, check_layout
 

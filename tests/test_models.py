@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.models.attention import packed_seq_params
 from oreal_mega.models.hf_config import parse_arch
 from oreal_mega.testing.layouts import TINY_CONFIGS

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.objective import ObjectiveConfig, advantages, rewards_from_verdicts
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.rollout.base import SamplingConfig
 from oreal_mega.rollout.buckets import bucketize, layer_group
 from oreal_mega.rollout.prompts import read_prompts

@@ -7,7 +7,7 @@ import sys
 import pytest
 import yaml
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.testing.launch import torchrun
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.models.hf_config import parse_arch, read_hf_config
 from oreal_mega.testing.launch import torchrun
 from oreal_mega.testing.tiny import make_tiny_model_dir

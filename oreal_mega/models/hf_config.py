@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 SUPPORTED_ARCHITECTURES = {"Qwen2ForCausalLM": "qwen2", "LlamaForCausalLM": "llama"}
 # megatron-core's llama3 RoPE scaling has these constants built in.

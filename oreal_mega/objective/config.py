@@ -6,7 +6,7 @@ Symbols refer to /work/shared/docs/oreal-algorithm.md §0–§2; README.md in th
 from dataclasses import dataclass
 import math
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.kernels import KL_TYPES
 
 MODES = ("code", "paper")

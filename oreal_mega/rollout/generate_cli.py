@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.rollout.prompts import PromptRecord, encode_prompts, read_prompts
 
 def add_arguments(parser) -> None:

@@ -9,7 +9,7 @@ in `PromptRecord.extra`.
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.jsonl import read_objects
 
 QUESTION_KEYS = ("question", "prompt", "problem")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.packing_bench import machine_description
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

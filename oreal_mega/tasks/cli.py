@@ -8,7 +8,7 @@ DIR/eval.jsonl       problem/answer/level (MATH-500 style), held out from both
 """
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.tasks.synthetic_math import MAX_FACTOR, MAX_OPERAND
 
 

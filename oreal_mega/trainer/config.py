@@ -83,7 +83,7 @@ def validate(cfg: TrainConfig) -> None:
     """Checks that need more than types, done before any process group or model exists."""
     from pathlib import Path
 
-    from oreal_mega.cli import UserError
+    from oreal_mega.errors import UserError
     from oreal_mega.rollout.prompts import read_prompts
 
     missing = [r.line for r in read_prompts(Path(cfg.data.prompts)) if r.gold is None]

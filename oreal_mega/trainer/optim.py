@@ -7,7 +7,7 @@ from megatron.core import parallel_state
 from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 
 @dataclass

@@ -2,7 +2,7 @@
 balanced repetition, then a seeded shuffle per epoch — so a resumed run needs no loader state."""
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.objective import ObjectiveConfig, difficulty_balanced_prompts
 
 

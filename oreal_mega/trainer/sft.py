@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.config import load_config, save_resolved, to_dict
 from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
 from oreal_mega.jsonl import read_objects

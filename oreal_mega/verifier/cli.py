@@ -4,7 +4,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.jsonl import parse_line
 from oreal_mega.verifier.pool import VerifierPool
 from oreal_mega.verifier.verdict import STATUSES

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 
 
 def _barrier() -> None:

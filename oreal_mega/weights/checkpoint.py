@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.models.builder import DTYPES
 from oreal_mega.models.hf_config import ModelArch, parse_arch, read_hf_config
 from oreal_mega.weights.atomic import atomic_directory

@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.models.builder import DTYPES
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.models.hf_config import ModelArch, parse_arch, read_hf_config
 from oreal_mega.weights.layout import (global_layer_names, megatron_full_shape, tp_range,
                                        tp_split_dim, unwrap)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from oreal_mega.cli import UserError
+from oreal_mega.errors import UserError
 from oreal_mega.models.hf_config import ModelArch
 
 FAMILIES = ("qwen2", "llama")
