@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from oreal_mega.verifier import VerifierPool, verify
-from oreal_mega.verifier.bench import make_batch, pathological_items
+from oreal_mega.bench.verifier import make_batch, pathological_items
 
 pytestmark = pytest.mark.slow
 

@@ -3,14 +3,11 @@
 Random lengths (uniform in [--min-length, --max-length]); times are the best of --repeats runs,
 including the list conversions in and out of the extension. Also checks both give the same result.
 """
-import os
-import platform
 import random
-import shlex
-import sys
 import time
 
 from oreal_mega import packing
+from oreal_mega.bench.machine import print_header
 
 
 def add_arguments(parser):
@@ -26,17 +23,6 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
 
 
-def machine_description() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} usable cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
-
-
 def best_time(fn, repeats):
     best, result = float("inf"), None
     for _ in range(repeats):
@@ -50,8 +36,7 @@ def run(args):
     if not hasattr(packing._C, "plan_dp_microbatches"):
         raise RuntimeError("oreal_mega._C lacks the packing functions; "
                            "run pip install -e . --no-deps --no-build-isolation")
-    print(f"command: {shlex.join(['oreal-mega', *sys.argv[1:]])}")
-    print(f"machine: {machine_description()}")
+    print_header()
     print(f"lengths uniform in [{args.min_length}, {args.max_length}], dp_size={args.dp_size}, "
           f"max_tokens={args.max_tokens}, attention_coef={args.attention_coef}, best of {args.repeats}")
     jobs = {

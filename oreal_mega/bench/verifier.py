@@ -4,12 +4,11 @@ Responses are generated here (seeded): reasoning text ending in a boxed answer, 
 in OREAL, answer kinds mixed roughly like the MATH test set, each pred an equivalent rewrite or a wrong
 answer whose label the generator knows, so the bench also reports how often the verifier agrees.
 """
-import os
-import platform
 import random
 import time
 from collections import Counter
 
+from oreal_mega.bench.machine import print_header
 from oreal_mega.verifier.pool import VerifierPool
 from oreal_mega.verifier.verdict import verify
 
@@ -110,16 +109,6 @@ def pathological_items() -> dict[str, str]:
     }
 
 
-def machine_description() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            model = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{model}; {len(os.sched_getaffinity(0))} usable cores; Python {platform.python_version()}"
-
-
 def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=20_000, help="responses in the timed batch (default 20000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -135,9 +124,8 @@ def _report(name: str, verdicts, expected, elapsed: float) -> None:
 
 
 def run(args) -> int:
-    print(f"machine: {machine_description()}")
-    print(f"command: oreal-mega bench verifier --size {args.size} --workers {args.workers} "
-          f"--timeout {args.timeout:g} --seed {args.seed}")
+    print_header()
+    print(f"options: --size {args.size} --workers {args.workers} --timeout {args.timeout:g} --seed {args.seed}")
     sample = min(2_000, args.size)
     for rollouts, caches in ((1, "every gold new, caches cold"), (ROLLOUTS_PER_PROMPT, "repeats hit the caches")):
         responses, golds, finished, expected = make_batch(sample, args.seed + 10 + rollouts, rollouts)

@@ -5,11 +5,8 @@ the matmul rate measured in the same run (bf16 on CUDA, the bench dtype on CPU),
 (CUDA: peak allocated beyond inputs and their gradients; CPU: sampled peak RSS delta), and the relative
 error of logp and of both gradients against float64 on a small problem.
 """
-import datetime
 import importlib.util
-import platform
 import statistics
-import sys
 import threading
 import time
 
@@ -17,8 +14,10 @@ import torch
 
 from oreal_mega.errors import UserError
 
-from .api import fused_oreal_loss, token_logprobs
-from .reference import naive_token_logprobs
+from oreal_mega.bench.machine import print_header
+from oreal_mega.kernels.api import fused_oreal_loss, token_logprobs
+from oreal_mega.kernels.reference import naive_token_logprobs
+from oreal_mega.models.flops import measured_matmul_flops
 
 SHAPES = {"qwen2.5-7b": (3584, 152064), "qwen2.5-32b": (5120, 152064)}
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -61,15 +60,6 @@ class _Clock:
         begin = time.perf_counter()
         fn()
         return (time.perf_counter() - begin) * 1e3
-
-
-def matmul_tflops(device, dtype) -> float:
-    size = 8192 if device.type == "cuda" else 1024
-    a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
-    clock = _Clock(device)
-    clock(lambda: a @ b)
-    ms = statistics.median(clock(lambda: a @ b) for _ in range(10))
-    return 2 * size ** 3 / ms / 1e9
 
 
 def _rss_bytes() -> int:
@@ -170,18 +160,6 @@ def timing(impl, tokens, hidden_size, vocab, dtype, device, repeats):
     return statistics.median(clock(step) for _ in range(repeats)), extra
 
 
-def machine(device) -> str:
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"CPU {cpu}, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
-
-
 def run(args):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
@@ -191,12 +169,11 @@ def run(args):
         raise UserError(f"--tokens {tokens} and --repeats {args.repeats} must be positive")
     dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]
     rate_dtype = torch.bfloat16 if on_gpu else dtype
-    tflops = matmul_tflops(device, rate_dtype)
+    tflops = measured_matmul_flops(device, rate_dtype) / 1e12
     floor_ms = 6 * tokens * hidden_size * vocab / tflops / 1e9
     small = (512, 1024, 32000) if on_gpu else (128, 256, 4000)
 
-    print(f"machine: {machine(device)}")
-    print(f"date: {datetime.date.today().isoformat()}   command: oreal-mega {' '.join(sys.argv[1:])}")
+    print_header(device)
     print(f"problem: T={tokens} H={hidden_size} V={vocab} {str(dtype).removeprefix('torch.')}, loss = -sum w_t logp_t, "
           f"median of {args.repeats} after 1 warm-up")
     print(f"matmul ceiling ({str(rate_dtype).removeprefix('torch.')}): {tflops:.3g} TFLOP/s -> floor 6*T*H*V = "

@@ -8,17 +8,13 @@ Export is timed from the first gather to the renamed directory (no fsync); load 
 export just written, so its files are likely in the page cache. Best and median of --repeats.
 """
 import json
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+from oreal_mega.bench.machine import print_header
 from oreal_mega.models.builder import DTYPES
-from oreal_mega.packing_bench import machine_description
 
 
 def add_arguments(parser) -> None:
@@ -72,8 +68,7 @@ def run(args) -> int:
             load_seconds = _timed(lambda: load_hf_weights(chunks, arch, out), args.repeats)
     finally:
         shutdown()
-    print(f"machine: {machine_description()}; torch {torch.__version__}")
-    print(f"command: oreal-mega {shlex.join(sys.argv[1:])}")
+    print_header()
     print(f"model: {args.config} ({arch.family}, {parameters / 1e6:.1f} M parameters, {args.dtype}), "
           f"{gigabytes:.3f} GB in {len(files)} safetensors shards")
     print(f"gather: {_rate(gather_seconds, gigabytes)} (iter_hf_tensors, no disk)")

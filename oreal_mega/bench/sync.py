@@ -6,17 +6,15 @@ the HF names and shapes of that config. Times are per complete `update_weights` 
 (bucketing, layer-wise reload, CPU repacking included), best and median of --repeats.
 """
 import json
-import shlex
 import shutil
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
+from oreal_mega.bench.machine import print_header
 from oreal_mega.errors import UserError
-from oreal_mega.packing_bench import machine_description
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -72,8 +70,7 @@ def run(args) -> int:
         runs = [engine.update_weights(named) for _ in range(args.repeats)]
         engine.shutdown()
     seconds = [stats.seconds for stats in runs]
-    print(f"machine: {machine_description()}; torch {torch.__version__}")
-    print(f"command: oreal-mega {shlex.join(sys.argv[1:])}")
+    print_header()
     print(f"model: {config_path} ({config.model_type}, {parameters / 1e6:.1f} M parameters, "
           f"{args.dtype}), {runs[0].bytes / 1e9:.3f} GB in {runs[0].buckets} buckets of "
           f"<= {args.bucket_mb} MiB, {runs[0].tensors} tensors")
