@@ -15,7 +15,7 @@ setup(
     packages=find_packages(include=["oreal_mega", "oreal_mega.*"]) + ["oreal_mega.kernels"],
     # The Triton kernels live in the top-level kernels/ folder but import as oreal_mega.kernels.
     package_dir={"oreal_mega.kernels": "kernels"},
-    package_data={"oreal_mega": ["data/*", "configs/*.yaml"]},
+    package_data={"oreal_mega": ["data/*"]},
     ext_modules=ext_modules,
     cmdclass={"build_ext": build_ext},
 )

@@ -1,6 +1,6 @@
 """Per-token KL estimators between the policy log-prob ℓ and the reference log-prob r, and dKL/dℓ.
 
-With δ = r − ℓ (shared/docs/oreal-algorithm.md §1.2):
+With δ = r − ℓ (oreal_mega/objective/ALGORITHM.md, term (c)):
   k3  ("unbias", the default):  e^δ − δ − 1        dKL/dℓ = 1 − e^δ
   k1:                           ℓ − r = −δ          dKL/dℓ = 1
   mse:                          δ²/2                dKL/dℓ = −δ

@@ -88,12 +88,19 @@ def _convert(value: Any, tp, key: str, source: str):
     return value
 
 
+def _removed(cls) -> dict[str, str]:
+    """Keys a config class no longer has, each with what to do instead (`REMOVED_KEYS`)."""
+    return getattr(cls, "REMOVED_KEYS", {})
+
+
 def _build(cls, data: dict, prefix: str, source: str):
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     for key in data:
+        where = f"{prefix}.{key}" if prefix else key
+        if key in _removed(cls):
+            raise ConfigError(f"{source}: key '{where}' was removed: {_removed(cls)[key]}")
         if key not in fields:
-            where = f"{prefix}.{key}" if prefix else key
             raise ConfigError(f"{source}: unknown key '{where}' ({cls.__name__} has: "
                               f"{', '.join(fields)})")
     kwargs = {}
@@ -115,6 +122,9 @@ def _apply_override(data: dict, cls, override: str) -> None:
     node, node_cls = data, cls
     for depth, part in enumerate(parts):
         fields = {f.name for f in dataclasses.fields(node_cls)} if dataclasses.is_dataclass(node_cls) else None
+        if fields is not None and part in _removed(node_cls):
+            raise ConfigError(f"command line: key '{'.'.join(parts[:depth + 1])}' was removed: "
+                              f"{_removed(node_cls)[part]}")
         if fields is not None and part not in fields:
             raise ConfigError(f"command line: unknown key '{'.'.join(parts[:depth + 1])}' "
                               f"({node_cls.__name__} has: {', '.join(sorted(fields))})")

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from oreal_mega.trainer import checkpoint
+from oreal_mega.trainer import checkpointer as checkpoint
 
 
 def _state(seed: float):

@@ -97,3 +97,15 @@ def test_train_config_checks_before_any_work(tmp_path):
         validate(TrainConfig(model=cfg.model, data=cfg.data, train=TrainLoopConfig(eval_every=5)))
     with pytest.raises(UserError, match="prompt file .*missing.jsonl does not exist"):
         validate(TrainConfig(model=cfg.model, data=DataConfig(prompts=str(tmp_path / "missing.jsonl"))))
+
+
+def test_a_removed_key_is_refused_with_what_to_do_instead(tmp_path):
+    from oreal_mega.trainer.config import TrainConfig
+
+    path = _write(tmp_path, {"model": {"path": "m"}, "objective": {"ppo_clip": True}})
+    with pytest.raises(ConfigError, match=r"job.yaml: key 'objective.ppo_clip' was removed: the trainer makes one"):
+        load_config(TrainConfig, path)
+    path = _write(tmp_path, {"model": {"path": "m"}})
+    with pytest.raises(ConfigError, match=r"command line: key 'train.inject_nan_at_steps' was removed: fault "
+                                          r"injection moved out of the trainer"):
+        load_config(TrainConfig, path, ["train.inject_nan_at_steps=[1]"])

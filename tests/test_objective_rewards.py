@@ -13,7 +13,7 @@ def test_config_defaults_are_the_reference_code():
     assert (cfg.mode, cfg.advantage_type, cfg.kl_type, cfg.token_weights) == ("code", "rloo", "k3", "threshold")
     assert (cfg.reward_correct, cfg.reward_wrong) == (1.0, -1.0)
     assert (cfg.positive_loss_factor, cfg.negative_loss_factor, cfg.kl_coef) == (1.0, 0.5, 0.01)
-    assert cfg.positive_times_advantage and cfg.filter_trajectory and cfg.keep_pairs and not cfg.ppo_clip
+    assert cfg.positive_times_advantage and cfg.filter_trajectory and cfg.keep_pairs
     assert cfg.actor_is_frozen(9) and not cfg.actor_is_frozen(10)
     paper = ObjectiveConfig.paper()
     assert paper.mode == "paper" and paper.reward_wrong == 0.0 and not paper.positive_times_advantage

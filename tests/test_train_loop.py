@@ -142,17 +142,17 @@ def test_distributed_optimizer_checkpoint_resumes_exactly(setup, tmp_path):
 
 def test_injected_nan_is_skipped_and_logged(setup, tmp_path):
     _, config = setup
-    output = torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path}", "train.steps=3",
-                                                 "train.inject_nan_at_steps=[1]", "train.save_every=0"])
+    output = torchrun("-m oreal_mega.testing.faults --nan-grads-at 1", 1,
+                      [config, f"train.out_dir={tmp_path}", "train.steps=3", "train.save_every=0"])
     metrics = _metrics(tmp_path)
     assert metrics[1]["skipped_update"] is True and "policy_grad_norm" not in metrics[1]
     assert metrics[2]["skipped_update"] is False and metrics[2]["policy_grad_norm"] > 0
     assert "step 1: non-finite policy loss or gradient; update skipped" in output
     failing = tmp_path / "stop"
     with pytest.raises(AssertionError, match="2 consecutive steps with non-finite"):
-        torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={failing}", "train.steps=4",
-                                            "train.inject_nan_at_steps=[1,2]", "train.save_every=0",
-                                            "train.max_consecutive_bad_steps=2"])
+        torchrun("-m oreal_mega.testing.faults --nan-grads-at 1,2", 1,
+                 [config, f"train.out_dir={failing}", "train.steps=4", "train.save_every=0",
+                  "train.max_consecutive_bad_steps=2"])
 
 
 def test_eval_reads_a_training_checkpoint_like_its_hf_export(setup, uninterrupted, tmp_path):

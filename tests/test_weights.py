@@ -292,7 +292,7 @@ def test_layout_export_is_bit_identical_and_loads_in_transformers(request, run, 
 def test_mcore_checkpoint_from_tp2_loads_at_tp1_and_round_trips(megatron_world, tp2_run, models,
                                                                 reference_logits, tmp_path):
     from oreal_mega.models.builder import build_model
-    from oreal_mega.weights.checkpoint import load_model_checkpoint
+    from oreal_mega.weights.model_checkpoint import load_model_checkpoint
     from oreal_mega.weights.hf_export import export_hf
 
     for name, model_dir in models.items():

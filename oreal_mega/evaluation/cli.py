@@ -40,7 +40,7 @@ def add_arguments(parser) -> None:
 def _hf_model(model_dir: Path, stack: ExitStack) -> Path:
     """`model_dir` itself when it is an HF directory, else a temporary HF export of the oreal-mega
     model checkpoint it is (or holds as `policy/`, as a training checkpoint's step directory does)."""
-    from oreal_mega.weights.checkpoint import META_FILE
+    from oreal_mega.weights.model_checkpoint import META_FILE
 
     if (model_dir / "config.json").is_file():
         return model_dir

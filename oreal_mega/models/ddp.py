@@ -4,10 +4,9 @@ from megatron.core.distributed import (DistributedDataParallel, DistributedDataP
                                        finalize_model_grads)
 
 
-def wrap_ddp(chunks: list[torch.nn.Module], overlap: bool = False,
-             distributed_optimizer: bool = False) -> list[DistributedDataParallel]:
+def wrap_ddp(chunks: list[torch.nn.Module], distributed_optimizer: bool = False) -> list[DistributedDataParallel]:
     """Wrap each model chunk; gradients accumulate in fp32 `param.main_grad` buffers."""
-    config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=overlap,
+    config = DistributedDataParallelConfig(grad_reduce_in_fp32=True, overlap_grad_reduce=False,
                                            use_distributed_optimizer=distributed_optimizer)
     return [DistributedDataParallel(config=chunk.config, ddp_config=config, module=chunk,
                                     # only the first chunk buckets, as megatron-LM does with VPP

@@ -1,10 +1,11 @@
 """Every knob of the OREAL objective, with the reference code's defaults.
 
 Defaults reproduce `oreal_w_tokenrm_OREAL-7B-SFT_seqlen16k.py` of InternLM/OREAL (commit 2859cc0).
-Symbols refer to /work/shared/docs/oreal-algorithm.md §0–§2; README.md in this folder has the table.
+Symbols and formulas: ALGORITHM.md in this folder; README.md here has the key table.
 """
-from dataclasses import dataclass
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 from oreal_mega.errors import UserError
 from oreal_mega.kernels import KL_TYPES
@@ -65,12 +66,11 @@ class ObjectiveConfig:
     """topk mode: fraction of a negative response's tokens kept (by 1 − q), min-max scaled to [0, 1]."""
     actor_freeze_steps: int = 10
     """Steps at the start during which only the TRM trains (its head starts at zero, so ω± = 0)."""
-    ppo_clip: bool = False
-    """PPO-style ratio clipping of the policy terms, for several optimiser steps per rollout batch. Off in the code."""
-    clip_low: float = 0.2
-    """ε_low: the ratio πθ/π_old is clipped below at 1 − ε_low (ppo_clip only)."""
-    clip_high: float = 0.2
-    """ε_high: the ratio πθ/π_old is clipped above at 1 + ε_high (ppo_clip only)."""
+
+    REMOVED_KEYS: ClassVar[dict[str, str]] = dict.fromkeys(
+        ("ppo_clip", "clip_low", "clip_high"),
+        "the trainer makes one optimiser pass per rollout batch (as the reference code does), "
+        "so there is no ratio to clip")
 
     def __post_init__(self):
         _choice("mode", self.mode, MODES)
@@ -83,7 +83,7 @@ class ObjectiveConfig:
         if not self.reward_correct > self.reward_wrong:
             raise UserError(f"objective: reward_correct ({self.reward_correct}) must exceed "
                             f"reward_wrong ({self.reward_wrong})")
-        for key in ("positive_loss_factor", "negative_loss_factor", "kl_coef", "clip_low", "clip_high"):
+        for key in ("positive_loss_factor", "negative_loss_factor", "kl_coef"):
             if getattr(self, key) < 0:
                 raise UserError(f"objective: {key} = {getattr(self, key)} must be >= 0")
         for key in ("positive_threshold", "negative_threshold"):
@@ -96,8 +96,6 @@ class ObjectiveConfig:
             raise UserError("objective: keep_pairs = true needs filter_trajectory = true")
         if self.actor_freeze_steps < 0:
             raise UserError(f"objective: actor_freeze_steps = {self.actor_freeze_steps} must be >= 0")
-        if self.clip_low >= 1.0:
-            raise UserError(f"objective: clip_low = {self.clip_low} must be < 1")
         _check_buckets(self.difficulty_buckets)
 
     @classmethod

@@ -82,7 +82,6 @@ def actor_token_coefficients(batch: PackedResponses, token_weight: torch.Tensor,
     """(coef_logp [T], kl_coef [T]) fp32 for the fused kernel; zero off-response.
 
     token_weight is ω from token_weights.token_weights (ω+ on positives, ω− on negatives).
-    With ppo_clip, pass the result through `clipped_token_coefficients`.
     """
     mask = batch.response_mask
     coef_logp = batch.per_token(_sequence_policy_coefficients(batch, counts, cfg)) * token_weight.float()
@@ -91,28 +90,12 @@ def actor_token_coefficients(batch: PackedResponses, token_weight: torch.Tensor,
     return coef_logp, kl_coef
 
 
-def clipped_token_coefficients(coef_logp: torch.Tensor, logp: torch.Tensor, old_logp: torch.Tensor,
-                               cfg: ObjectiveConfig) -> torch.Tensor:
-    """Coefficients whose Σ coef·ℓ has the gradient of the PPO-clipped policy terms.
-
-    With w_t = −coef_t (the advantage-like weight), ρ_t = exp(ℓ_t − ℓ^old_t) from the current (detached)
-    and rollout log-probs, the clipped loss −min(ρ·w, clip(ρ, 1−ε_low, 1+ε_high)·w) has gradient
-    coef·ρ·∇ℓ where the unclipped branch is active and 0 where the clip binds.
-    """
-    ratio = torch.exp(logp.detach().float() - old_logp.float())
-    clipped_up = (coef_logp < 0) & (ratio > 1.0 + cfg.clip_high)
-    clipped_down = (coef_logp > 0) & (ratio < 1.0 - cfg.clip_low)
-    return torch.where(clipped_up | clipped_down, 0.0, coef_logp * ratio)
-
-
 def actor_loss_reference(logp: torch.Tensor, ref_logp: torch.Tensor, batch: PackedResponses,
-                         token_weight: torch.Tensor, counts: GlobalCounts, cfg: ObjectiveConfig,
-                         old_logp: torch.Tensor | None = None) -> ActorLossTerms:
+                         token_weight: torch.Tensor, counts: GlobalCounts, cfg: ObjectiveConfig) -> ActorLossTerms:
     """The actor loss of one micro-batch written term by term with autograd (CPU path and tests).
 
     Values follow the reference code: term (b) is −η·Σ A·ω−·exp(ℓ − sg ℓ)/N−, whose value is
-    η·Σ|A|·ω−/N− (not Σ coef·ℓ); term (a) is Σ λ+·A·ω+·(−ℓ)/N+. With ppo_clip both policy terms
-    become −Σ min(ρ·w, clip(ρ)·w) with ρ = exp(ℓ − ℓ^old) and w the token's advantage-like weight.
+    η·Σ|A|·ω−/N− (not Σ coef·ℓ); term (a) is Σ λ+·A·ω+·(−ℓ)/N+.
     """
     mask = batch.response_mask
     positive_token = mask & batch.per_token(batch.is_positive)
@@ -130,15 +113,7 @@ def actor_loss_reference(logp: torch.Tensor, ref_logp: torch.Tensor, batch: Pack
         neg_adv = -(1.0 - batch.per_token(batch.pass_rate.float()))
     neg_w = cfg.negative_loss_factor * neg_adv * omega / negative_tokens
 
-    if cfg.ppo_clip:
-        if old_logp is None:
-            raise ValueError("actor_loss_reference: ppo_clip needs old_logp")
-        ratio = torch.exp(logp - old_logp.float())
-        clipped = ratio.clamp(1.0 - cfg.clip_low, 1.0 + cfg.clip_high)
-        bc = -torch.minimum(ratio * pos_w, clipped * pos_w)[positive_token].sum()
-        neg = -torch.minimum(ratio * neg_w, clipped * neg_w)[negative_token].sum()
-    else:
-        bc = (pos_w * -logp)[positive_token].sum()
-        neg = -(torch.exp(logp - logp.detach()) * neg_w)[negative_token].sum()
+    bc = (pos_w * -logp)[positive_token].sum()
+    neg = -(torch.exp(logp - logp.detach()) * neg_w)[negative_token].sum()
     kl = cfg.kl_coef * kl_value(logp, ref_logp.float(), cfg.kl_type)[mask].sum() / max(counts.tokens, 1)
     return ActorLossTerms(total=bc + neg + kl, bc=bc, neg=neg, kl=kl)

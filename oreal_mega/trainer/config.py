@@ -1,6 +1,7 @@
 """Every knob of `oreal-mega train` / `oreal-mega sft`, as typed dataclasses read from YAML
 (see oreal_mega/config.py). Defaults are the OREAL paper's / reference code's (oreal-algorithm.md §3)."""
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from oreal_mega.distributed import ParallelConfig
 from oreal_mega.objective import ObjectiveConfig
@@ -62,7 +63,10 @@ class TrainLoopConfig:
     wandb_project: str | None = None
     eval_every: int = 0  # steps between held-out greedy evaluations (0: never)
     eval_data: str | None = None  # JSONL of held-out problems with gold answers
-    inject_nan_at_steps: list[int] = field(default_factory=list)  # fault injection: tests the NaN guard
+
+    REMOVED_KEYS: ClassVar[dict[str, str]] = {
+        "inject_nan_at_steps": "fault injection moved out of the trainer: tests run "
+                               "`python -m oreal_mega.testing.faults --nan-grads-at STEP ... -- CONFIG`"}
 
 
 @dataclass

@@ -13,10 +13,9 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 class StepGuard:
-    def __init__(self, max_consecutive_bad: int, zero_reward_warn_steps: int):
-        self.max_bad, self.zero_warn = max_consecutive_bad, zero_reward_warn_steps
+    def __init__(self, max_consecutive_bad: int):
+        self.max_bad = max_consecutive_bad
         self.bad_steps: list[int] = []
-        self.zero_reward_steps = 0
 
     def finite(self, outputs: list[dict], chunks, step: int, what: str) -> bool:
         """Collective. True when every rank's losses and gradients are finite; otherwise the
@@ -42,8 +41,16 @@ class StepGuard:
                                          f"with non-finite loss or gradients (train.max_consecutive_bad_steps)")
         return False
 
-    def observe_pass_rate(self, pass_rate: float, step: int) -> None:
-        self.zero_reward_steps = self.zero_reward_steps + 1 if pass_rate == 0 else 0
-        if self.zero_reward_steps >= self.zero_warn and dist.get_rank() == 0:
+
+
+class ZeroRewardWatch:
+    """Warns when the verifier has rewarded nothing for `warn_after` steps in a row."""
+
+    def __init__(self, warn_after: int):
+        self.warn_after, self.zero_steps = warn_after, 0
+
+    def observe(self, pass_rate: float, step: int) -> None:
+        self.zero_steps = self.zero_steps + 1 if pass_rate == 0 else 0
+        if self.zero_steps >= self.warn_after and dist.get_rank() == 0:
             warnings.warn(f"step {step}: the verifier has found no correct rollout for "
-                          f"{self.zero_reward_steps} steps (check the answer format / system prompt)")
+                          f"{self.zero_steps} steps (check the answer format / system prompt)")

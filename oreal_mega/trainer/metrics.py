@@ -3,6 +3,7 @@ with the step time and ETA. Only global rank 0 writes."""
 import json
 import math
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -84,3 +85,23 @@ def sum_metric(outputs: list[dict], key: str, reduce: str = "sum") -> float:
     total = torch.tensor([local], dtype=torch.float64, device=device)
     dist.all_reduce(total, op=op)
     return total.item()
+
+
+class PhaseTimes:
+    """Wall seconds of a step's phases, as `time_<phase>` metrics:
+    `with times.phase("sync"): ...`."""
+
+    def __init__(self):
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[f"time_{name}"] = time.perf_counter() - began
+
+    def total(self) -> float:
+        return time.perf_counter() - self.started

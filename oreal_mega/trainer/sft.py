@@ -23,14 +23,14 @@ from oreal_mega.models.ddp import finalize_grads, wrap_ddp, zero_grads
 from oreal_mega.models.hf_config import parse_arch, read_hf_config
 from oreal_mega.models.pipeline import forward_backward
 from oreal_mega.packing import plan_dp_microbatches
-from oreal_mega.trainer import checkpoint
 from oreal_mega.trainer.batch import Trajectory, micro_batches
+from oreal_mega.trainer.checkpointer import Checkpointer
 from oreal_mega.trainer.config import ModelConfig
 from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import MetricsLog, sum_metric
-from oreal_mega.trainer.models import load_policy_weights
 from oreal_mega.trainer.optim import OptimConfig, build_optimizer, optimizer_step
 from oreal_mega.weights.hf_export import export_hf
+from oreal_mega.weights.hf_load import build_from_hf
 
 
 @dataclass
@@ -114,15 +114,13 @@ def sft(cfg: SFTConfig) -> Path:
     run_dir = Path(cfg.train.out_dir)
     if topo.is_main:
         save_resolved(cfg, run_dir)
-    policy = wrap_ddp(load_policy_weights(arch, cfg.model))
+    policy = wrap_ddp(build_from_hf(arch, cfg.model))
     optim = build_optimizer(policy, optim_cfg, DTYPES[cfg.model.dtype])
-    models, optims = {"policy": policy}, {"policy": optim}
-    start = 0
-    latest = checkpoint.latest_valid(run_dir / "checkpoints")
-    if latest is not None:
-        start = checkpoint.load(latest, models, optims)["step"] + 1
+    checkpointer = Checkpointer(run_dir, {"policy": policy}, {"policy": optim}, save_every=cfg.train.save_every,
+                                keep_last=cfg.train.keep_last, total_steps=steps)
+    start = checkpointer.resume()
     log = MetricsLog(run_dir, steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg), topo.is_main)
-    guard = StepGuard(cfg.train.max_consecutive_bad_steps, zero_reward_warn_steps=0)
+    guard = StepGuard(cfg.train.max_consecutive_bad_steps)
     tp_group = ps.get_tensor_model_parallel_group()
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
 
@@ -147,8 +145,7 @@ def sft(cfg: SFTConfig) -> Path:
                    "token_accuracy_p>0.5": sum_metric(out, "correct_tokens") / tokens}
         if guard.finite(out, policy, step, "SFT"):
             metrics.update(optimizer_step(optim, ""))
-        if cfg.train.save_every and ((step + 1) % cfg.train.save_every == 0 or step + 1 == steps):
-            checkpoint.save(run_dir / "checkpoints", step, models, optims, {"step": step}, cfg.train.keep_last)
+        checkpointer.maybe_save(step)
         seconds = time.perf_counter() - began
         metrics.update(step_seconds=seconds, tokens_per_s_per_rank=sum(t.length for t in batch) / seconds / topo.world_size)
         log.log(step, metrics)

@@ -65,7 +65,7 @@ def run(args) -> int:
         arch = parse_arch(config, where=str(args.src / "config.json"))
         dtype = args.dtype or _hf_dtype(args.src, config)
     else:
-        from oreal_mega.weights.checkpoint import read_model_checkpoint
+        from oreal_mega.weights.model_checkpoint import read_model_checkpoint
 
         arch, dtype, _ = read_model_checkpoint(args.src)
     if "WORLD_SIZE" not in os.environ and args.tp * args.pp > 1:
@@ -85,13 +85,13 @@ def _convert(args, arch, dtype: str) -> int:
     try:
         chunks = build_model(arch, dtype)
         if args.to == "mcore":
-            from oreal_mega.weights.checkpoint import save_model_checkpoint
+            from oreal_mega.weights.model_checkpoint import save_model_checkpoint
             from oreal_mega.weights.hf_load import load_hf_weights
 
             load_hf_weights(chunks, arch, args.src, progress=progress)
             save_model_checkpoint(chunks, args.dst, args.src, overwrite=args.overwrite)
         else:
-            from oreal_mega.weights.checkpoint import load_model_checkpoint
+            from oreal_mega.weights.model_checkpoint import load_model_checkpoint
             from oreal_mega.weights.hf_export import export_hf
 
             load_model_checkpoint(chunks, arch, args.src)

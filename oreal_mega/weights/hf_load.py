@@ -151,3 +151,13 @@ def load_hf_weights(chunks: list[torch.nn.Module], arch: ModelArch, hf_dir: str 
             bar.update()
     bar.close()
 
+
+
+def build_from_hf(arch: ModelArch, model_cfg) -> list[torch.nn.Module]:
+    """This rank's chunks of the model in `model_cfg.path` (dtype, recompute from `model_cfg`),
+    weights read from its safetensors."""
+    from oreal_mega.models.builder import build_model
+
+    chunks = build_model(arch, dtype=model_cfg.dtype, recompute=model_cfg.recompute)
+    load_hf_weights(chunks, arch, model_cfg.path)
+    return chunks

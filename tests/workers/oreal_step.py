@@ -13,11 +13,10 @@ from oreal_mega.models.ddp import finalize_grads, wrap_ddp
 from oreal_mega.models.hf_config import parse_arch
 from oreal_mega.objective import ObjectiveConfig, global_counts
 from oreal_mega.packing import plan_dp_microbatches
-from oreal_mega.testing.layouts import TINY_CONFIGS
+from oreal_mega.testing.layouts import TINY_CONFIGS, gather_full_grads, load_full_state
 from oreal_mega.trainer.batch import Trajectory, micro_batches
 from oreal_mega.trainer.passes import actor_step, sequence_logprobs, token_rm_step
 from oreal_mega.trainer.token_rm import to_token_rm
-from oreal_mega.weights.layout import gather_full_grads, load_full_state
 
 ARCH = "qwen2"
 

@@ -10,11 +10,10 @@ from megatron.core import tensor_parallel
 
 from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
 from oreal_mega.models.builder import build_model
+from oreal_mega.models.ddp import finalize_grads, wrap_ddp
 from oreal_mega.models.hf_config import parse_arch
 from oreal_mega.models.pipeline import forward_backward, pack
-from oreal_mega.models.ddp import finalize_grads, wrap_ddp
-from oreal_mega.testing.layouts import TINY_CONFIGS
-from oreal_mega.weights.layout import gather_full_grads, load_full_state
+from oreal_mega.testing.layouts import TINY_CONFIGS, gather_full_grads, load_full_state
 
 SEQ_LENGTHS = [7, 12, 5, 9, 11, 6]
 

@@ -13,7 +13,7 @@ from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
 from oreal_mega.models.builder import build_model
 from oreal_mega.models.hf_config import parse_arch, read_hf_config
 from oreal_mega.models.pipeline import forward_backward, pack
-from oreal_mega.weights.checkpoint import load_model_checkpoint, save_model_checkpoint
+from oreal_mega.weights.model_checkpoint import load_model_checkpoint, save_model_checkpoint
 from oreal_mega.weights.hf_export import export_hf
 from oreal_mega.weights.hf_load import load_hf_weights
 

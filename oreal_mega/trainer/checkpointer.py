@@ -1,14 +1,18 @@
-"""Training checkpoints for exact resume: every rank writes its own shard of models, optimizers,
-schedulers and RNG states into `step_NNNNNN.tmp/`; rank 0 then writes a manifest (file sizes) and
-renames the directory, so a directory without `.tmp` is complete. On resume, the newest directory
-whose manifest matches its files is used; a corrupt or partial one is skipped with a warning.
-The data position needs no saving: the prompt order is a function of (seed, step). The trainer also
-writes the policy as a layout-independent model checkpoint in `policy/` (see weights/checkpoint.py),
-which `oreal-mega convert --to hf` turns into an HF directory."""
+"""The Checkpointer: training checkpoints for exact resume, and periodic HF exports.
+
+Every rank writes its own shard of models, optimizers, schedulers and RNG states into
+`step_NNNNNN.tmp/`; rank 0 then writes a manifest (file sizes) and renames the directory, so a
+directory without `.tmp` is complete. On resume, the newest directory whose manifest matches its
+files is used; a corrupt or partial one is skipped with a warning. The data position needs no
+saving: the prompt order is a function of (seed, step). The RL trainer also writes the policy as a
+layout-independent model checkpoint in `policy/` (see weights/model_checkpoint.py), which
+`oreal-mega convert --to hf` turns into an HF directory."""
 import json
 import random
 import shutil
 import warnings
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -178,3 +182,44 @@ def load(directory: Path, models: dict, optimizers: dict) -> dict:
         sched.load_state_dict(shard["optimizers"][name]["scheduler"])
     _set_rng_state(shard["rng"])
     return shard["extra"]
+
+
+class Checkpointer:
+    """Find / validate / resume, save every `save_every` steps (and at the last step) keeping the
+    newest `keep_last`, and export an HF directory every `export_every` steps.
+
+    `models` / `optimizers` as `save` takes them; `write_more(directory)` adds files to a checkpoint
+    before it is sealed; `resident()` is a context in which every saved model is on its device;
+    `export(directory)` writes an HF directory. All calls are collective."""
+
+    def __init__(self, run_dir: Path, models: dict, optimizers: dict, *, save_every: int, keep_last: int,
+                 total_steps: int, write_more: Callable | None = None, resident: Callable = nullcontext,
+                 export: Callable | None = None, export_every: int = 0):
+        self.root, self.run_dir = run_dir / "checkpoints", run_dir
+        self.models, self.optimizers = models, optimizers
+        self.save_every, self.keep_last, self.total_steps = save_every, keep_last, total_steps
+        self.write_more, self.resident = write_more, resident
+        self.export, self.export_every = export, export_every
+
+    def latest(self) -> Path | None:
+        return latest_valid(self.root)
+
+    def resume(self) -> int:
+        """Restore the newest valid checkpoint (before any model is parked); returns the first step
+        to run (0 for a fresh run)."""
+        latest = self.latest()
+        if latest is None:
+            return 0
+        start = load(latest, self.models, self.optimizers)["step"] + 1
+        if dist.get_rank() == 0:
+            print(f"resumed from {latest} at step {start}", flush=True)
+        return start
+
+    def maybe_save(self, step: int) -> None:
+        done = step + 1
+        if self.save_every and (done % self.save_every == 0 or done == self.total_steps):
+            with self.resident():
+                save(self.root, step, self.models, self.optimizers, {"step": step}, self.keep_last,
+                     self.write_more)
+        if self.export is not None and self.export_every and done % self.export_every == 0:
+            self.export(self.run_dir / "hf" / f"step_{done:06d}")
