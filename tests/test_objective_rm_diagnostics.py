@@ -38,11 +38,13 @@ def test_auc_hand_case_with_ties_and_exclusions():
     assert auc_sum.item() == pytest.approx(1 + 1 / 3, abs=1e-15)
 
 
-def test_an_rm_that_knows_nothing_scores_one_half():
+def test_an_rm_that_knows_nothing_scores_one_half_and_empty_streams_count_nothing():
     batch = packed([3, 2], [6, 4], [False, False])
     q = torch.where(batch.response_mask, 0.5, 0.0)  # the zero-initialised head
     auc_sum, responses = error_localisation(q, batch, torch.tensor([2, 0]))
     assert (auc_sum / responses).item() == 0.5
+    empty = packed([], [], [])  # a rank's empty micro-batch
+    assert [int(x) for x in error_localisation(torch.zeros(0), empty, torch.zeros(0, dtype=torch.long))] == [0, 0]
 
 
 def test_auc_matches_a_float64_loop_on_random_streams():

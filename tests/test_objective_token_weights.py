@@ -188,6 +188,8 @@ def test_oracle_weights_hand_case():
     cfg = ObjectiveConfig(token_weights="oracle")
     w = token_weights(None, batch, cfg, first_error=first_error)
     assert w.dtype == torch.float32 and torch.equal(w, expected)
+    empty = PackedResponses.from_lengths([], [], [], [], [])  # a rank's empty micro-batch
+    assert token_weights(None, empty, cfg, first_error=torch.zeros(0, dtype=torch.long)).numel() == 0
     with pytest.raises(ValueError, match="needs the oracle's first_error"):
         token_weights(None, batch, cfg)
     with pytest.raises(ValueError, match=r"first_error must have shape \(5,\)"):

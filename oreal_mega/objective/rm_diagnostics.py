@@ -27,7 +27,7 @@ def q_drops(q: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
     """[T] float64 d_t = q_{t−1} − q_t on response tokens (q_{−1} = ½), 0 elsewhere."""
     response = torch.nonzero(batch.response_mask).squeeze(1)
     values = q[response].double()
-    previous = torch.cat([values.new_full((1,), 0.5), values[:-1]])
+    previous = torch.cat([values.new_full((1,), 0.5), values])[:-1]
     previous = torch.where(batch.response_positions[response] == 0, 0.5, previous)
     return torch.zeros(q.shape, dtype=torch.float64, device=q.device).index_put((response,), previous - values)
 

@@ -12,7 +12,7 @@ another way (other steps, other groupings) counts as a departure.
 The rule, on the response's text (the concatenation of its tokens' texts):
 - the first error is the first character c such that no correct solution starts with text[:c+1];
   the erroneous token is the one holding c (so "7*5=36" errs at the "6", a wrong operand at the
-  operand, anything after the boxed answer but the stop token at that text);
+  operand, text after the boxed answer at its first character);
 - a response that stops (ends in a stop token) before completing a correct solution errs at the
   stop token;
 - None when no departure can be located: the response is a correct solution, or it is truncated

@@ -5,8 +5,8 @@ The schedule, with N = warmup_steps, D = total_steps, peak = lr, floor = min_lr:
 runs at LR(k) = k·peak/N for k ≤ N, then floor + (peak − floor)·½(1 + cos(π(k − N)/(D − N))), so
 the first update runs at peak/N and update D at the floor (the reference code's schedule).
 megatron's scheduler returns LR(num_steps) and starts at num_steps = 0 (LR 0), so
-`optimizer_step` advances it *before* the update. The scheduler thus counts updates, and a
-checkpoint's num_steps is the number of updates done.
+`optimizer_step` advances it *before* the update; its num_steps (saved in checkpoints) is then
+the number of schedule steps taken, the current update's included.
 
 The trainer advances the policy's scheduler once per frozen step (`scheduler.step(1)` while only
 the token-RM trains), as the reference code does: the warm-up runs during the freeze and the
