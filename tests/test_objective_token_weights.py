@@ -175,3 +175,22 @@ def test_trained_linear_scorer_moves_weights_the_right_way():
     # the opposite weight of each label stays at zero: ω− on positives, ω+ on negatives
     w_pos, w_neg = positive_negative_weights(correctness_probability(head(features).squeeze(1), batch), batch, cfg)
     assert w_neg[pos_tokens].mean() < 0.05 and w_pos[neg_tokens].mean() < 0.05
+
+
+def test_oracle_weights_hand_case():
+    # seq 0 positive (its first_error is ignored) → ω+ = 1 on every response token
+    # seq 1 negative, error at response token 1 → 0, 1, 1;  seq 2 negative, none located → 1, 1
+    # seq 3 negative, error at its last token 2 → 0, 0, 1;   seq 4 negative, error at token 0 → 1, 1
+    batch = PackedResponses.from_lengths([2, 1, 2, 3, 1], [4, 3, 2, 3, 2], [True, False, False, False, False],
+                                         torch.zeros(5), torch.full((5,), 0.5))
+    first_error = torch.tensor([2, 1, -1, 2, 0])
+    expected = torch.tensor([0, 0, 1, 1, 1, 1,  0, 0, 1, 1,  0, 0, 1, 1,  0, 0, 0, 0, 0, 1,  0, 1, 1.0])
+    cfg = ObjectiveConfig(token_weights="oracle")
+    w = token_weights(None, batch, cfg, first_error=first_error)
+    assert w.dtype == torch.float32 and torch.equal(w, expected)
+    empty = PackedResponses.from_lengths([], [], [], [], [])  # a rank's empty micro-batch
+    assert token_weights(None, empty, cfg, first_error=torch.zeros(0, dtype=torch.long)).numel() == 0
+    with pytest.raises(ValueError, match="needs the oracle's first_error"):
+        token_weights(None, batch, cfg)
+    with pytest.raises(ValueError, match=r"first_error must have shape \(5,\)"):
+        token_weights(None, batch, cfg, first_error=first_error[:4])

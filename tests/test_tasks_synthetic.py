@@ -116,7 +116,7 @@ def test_writers_produce_the_project_formats(tmp_path, problems):
     rl = write_rl_prompts(tmp_path / "rl.jsonl", chosen, pass_rates=[0.0, 0.25, 0.5, 0.75, 1.0])
     records = read_prompts(rl)
     assert [(r.question, r.gold, r.pass_rate, r.extra) for r in records] == [
-        (p["question"], p["gold_answer"], rate, {"level": p["level"]})
+        (p["question"], p["gold_answer"], rate, {"level": p["level"], "solution": p["solution"]})
         for p, rate in zip(chosen, [0.0, 0.25, 0.5, 0.75, 1.0])]
     evaluation = read_prompts(write_eval(tmp_path / "eval.jsonl", chosen))
     assert [(r.question, r.gold) for r in evaluation] == [(p["question"], p["gold_answer"])

@@ -12,7 +12,7 @@ from oreal_mega.kernels import KL_TYPES
 
 MODES = ("code", "paper")
 ADVANTAGE_TYPES = ("rloo", "grpo", "reinforce")
-TOKEN_WEIGHT_TYPES = ("threshold", "topk", "none")
+TOKEN_WEIGHT_TYPES = ("threshold", "topk", "none", "oracle")
 POLICY_NORMALIZERS = ("split", "joint")
 
 # (low, high, repeat): a prompt with low <= pass_rate < high is repeated `repeat` times; others are dropped.
@@ -55,7 +55,8 @@ class ObjectiveConfig:
     kl_type: str = "k3"
     """Per-token KL estimator, d = ℓ^ref − ℓ: 'k3' exp(d) − d − 1; 'k1' −d = ℓ − ℓ^ref; 'mse' d²/2."""
     token_weights: str = "threshold"
-    """How ω± come from the TRM's q_t = σ(prefix-mean logit): 'threshold', 'topk', or 'none' (ω± = 1, no TRM)."""
+    """How ω± come from the TRM's q_t = σ(prefix-mean logit): 'threshold', 'topk', or 'none' (ω± = 1, no TRM);
+    'oracle': from the task oracle's first error instead of the TRM (ω+ = 1; ω− = 1 from the error on)."""
     positive_threshold: float = 0.5
     """Threshold th+ in ω+ = clamp((q − th+)/(1 − th+), 0, 1); 0.5 gives Eq. 10's clamp(2q − 1, 0, 1)."""
     negative_threshold: float = 0.5

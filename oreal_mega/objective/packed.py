@@ -66,6 +66,13 @@ class PackedResponses:
         """[S] int64: response tokens per sequence."""
         return segment_sum(self.response_mask.long(), self.sequence_ids, self.num_sequences)
 
+    @cached_property
+    def response_positions(self) -> torch.Tensor:
+        """[T] int64: index of each response token among its sequence's response tokens (0 first); −1 elsewhere."""
+        counts = torch.cumsum(self.response_mask.long(), 0)
+        before = torch.cat([counts.new_zeros(1), counts])[self.cu_seqlens[:-1].long()]
+        return torch.where(self.response_mask, counts - self.per_token(before) - 1, -1)
+
     def per_token(self, per_sequence: torch.Tensor) -> torch.Tensor:
         """Broadcast an [S] tensor to the [T] tokens of each sequence."""
         return per_sequence[self.sequence_ids]

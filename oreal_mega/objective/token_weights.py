@@ -1,8 +1,15 @@
-"""Token-level reward model (TRM) side of the objective: its loss, and the token weights ω± it yields.
+"""Token-level reward model (TRM) side of the objective: its loss, and the token weights ω± it yields
+(or, with token_weights = 'oracle', the task oracle's weights instead).
 
 Input: the TRM's per-token logits s_t [T] on a PackedResponses stream (the head is Linear(hidden, 1)).
 q_t = σ(m_t), m_t = mean of s over the response tokens ≤ t of the same sequence, detached.
 Positive sequences use ω+ (from q), negative ones ω− (from 1 − q). Weights are not renormalised.
+
+Oracle weights take a first-error index per sequence (`oreal_mega.tasks.oracle.first_error_token`,
+among its response tokens; −1 where none was located): ω+ = 1 on every token of a positive;
+ω− = 1 from a negative's first error on and 0 before it (the correct prefix is not pushed down, the
+error and what follows it are, as a token-RM whose q falls at the error and stays low would do);
+ω− = 1 everywhere when no error was located (as with token_weights = 'none').
 """
 import torch
 import torch.nn.functional as F
@@ -57,14 +64,30 @@ def positive_negative_weights(q: torch.Tensor, batch: PackedResponses, cfg: Obje
     raise ValueError(f"token weights: no rescale for token_weights = {cfg.token_weights!r}")
 
 
-def token_weights(trm_logits: torch.Tensor | None, batch: PackedResponses, cfg: ObjectiveConfig) -> torch.Tensor:
+def oracle_token_weights(first_error: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
+    """[T] fp32 ω from the oracle's first error per sequence ([S] int, −1: none located); see the top."""
+    if first_error.shape != (batch.num_sequences,):
+        raise ValueError(f"token weights: first_error must have shape ({batch.num_sequences},), "
+                         f"got {tuple(first_error.shape)}")
+    error = batch.per_token(first_error.to(batch.response_positions.device).long())
+    weights = batch.per_token(batch.is_positive) | (error < 0) | (batch.response_positions >= error)
+    return (weights & batch.response_mask).float()
+
+
+def token_weights(trm_logits: torch.Tensor | None, batch: PackedResponses, cfg: ObjectiveConfig,
+                  first_error: torch.Tensor | None = None) -> torch.Tensor:
     """[T] fp32 ω: ω+ on positive sequences, ω− on negative ones, 0 off-response; detached.
 
     With token_weights = 'none' (no TRM), ω = 1 on every response token and trm_logits is ignored.
+    With 'oracle', ω = oracle_token_weights(first_error, batch) and trm_logits is ignored.
     """
     mask = batch.response_mask
     if cfg.token_weights == "none":
         return mask.float()
+    if cfg.token_weights == "oracle":
+        if first_error is None:
+            raise ValueError("token weights: token_weights = 'oracle' needs the oracle's first_error")
+        return oracle_token_weights(first_error, batch)
     if trm_logits is None or trm_logits.shape != mask.shape:
         shape = None if trm_logits is None else tuple(trm_logits.shape)
         raise ValueError(f"token weights: trm_logits must have shape {tuple(mask.shape)}, got {shape}")
@@ -74,13 +97,19 @@ def token_weights(trm_logits: torch.Tensor | None, batch: PackedResponses, cfg: 
     return torch.where(mask, weights, 0.0).float()
 
 
+def sequence_mean_logit(trm_logits: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
+    """[S] fp32 mean_t s_t over each sequence's response tokens: the logit of the TRM's sequence-level
+    verdict σ(mean s) (differentiable)."""
+    logits = torch.where(batch.response_mask, trm_logits.float(), 0.0)
+    return segment_sum(logits, batch.sequence_ids, batch.num_sequences) / batch.response_lengths.float()
+
+
 def trm_loss(trm_logits: torch.Tensor, batch: PackedResponses, num_sequences_global: int) -> torch.Tensor:
     """Σ_sequences BCE(σ(mean_t s_t), 1[positive]) / M, M = kept sequences of the whole step (Eq. 12).
 
     Each sequence counts once whatever its length; summing this over micro-batches and DP ranks gives
     the step's mean over M.
     """
-    logits = torch.where(batch.response_mask, trm_logits.float(), 0.0)
-    seq_mean = segment_sum(logits, batch.sequence_ids, batch.num_sequences) / batch.response_lengths.float()
+    seq_mean = sequence_mean_logit(trm_logits, batch)
     bce = F.binary_cross_entropy_with_logits(seq_mean, batch.is_positive.float(), reduction="sum")
     return bce / max(num_sequences_global, 1)

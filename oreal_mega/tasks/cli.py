@@ -3,7 +3,7 @@ tiny model, ready for `oreal-mega sft`, `train` and `eval`.
 
 DIR/model/           tokenizer + randomly initialised tiny Qwen2 (HF directory)
 DIR/sft.jsonl        prompt/response pairs (worked solutions ending in \\boxed{})
-DIR/rl_prompts.jsonl question/gold_answer/level, disjoint from the SFT problems
+DIR/rl_prompts.jsonl question/gold_answer/level/solution, disjoint from the SFT problems
 DIR/eval.jsonl       problem/answer/level (MATH-500 style), held out from both
 """
 from pathlib import Path

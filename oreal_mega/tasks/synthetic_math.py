@@ -297,13 +297,14 @@ def _write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
 
 def write_rl_prompts(path: str | Path, problems: Sequence[dict],
                      pass_rates: Sequence[float] | None = None) -> Path:
-    """RL prompts: `question`, `gold_answer`, `level` and, when given, `pass_rate`."""
+    """RL prompts: `question`, `gold_answer`, `level`, `solution` (the worked solution, for the
+    credit-assignment oracle of `oreal_mega.tasks.oracle`) and, when given, `pass_rate`."""
     if pass_rates is not None and len(pass_rates) != len(problems):
         raise ValueError(f"{len(pass_rates)} pass rates for {len(problems)} problems")
     rows = []
     for index, problem in enumerate(problems):
         row = {"question": problem["question"], "gold_answer": problem["gold_answer"],
-               "level": problem["level"]}
+               "level": problem["level"], "solution": problem["solution"]}
         if pass_rates is not None:
             row["pass_rate"] = float(pass_rates[index])
         rows.append(row)

@@ -1,5 +1,18 @@
 """AdamW through megatron-core's optimizer (fp32 master weights, grad clipping, optional ZeRO-1
-distributed optimizer) with linear warm-up then cosine decay to a floor."""
+distributed optimizer) with linear warm-up then cosine decay to a floor.
+
+The schedule, with N = warmup_steps, D = total_steps, peak = lr, floor = min_lr: update k (1-based)
+runs at LR(k) = k·peak/N for k ≤ N, then floor + (peak − floor)·½(1 + cos(π(k − N)/(D − N))), so
+the first update runs at peak/N and update D at the floor (the reference code's schedule).
+megatron's scheduler returns LR(num_steps) and starts at num_steps = 0 (LR 0), so
+`optimizer_step` advances it *before* the update; its num_steps (saved in checkpoints) is then
+the number of schedule steps taken, the current update's included.
+
+The trainer advances the policy's scheduler once per frozen step (`scheduler.step(1)` while only
+the token-RM trains), as the reference code does: the warm-up runs during the freeze and the
+policy's first update, at step F = actor_freeze_steps, runs at LR(F + 1), just past the peak
+when F = N.
+"""
 from dataclasses import dataclass
 
 import torch
@@ -48,9 +61,10 @@ def build_optimizer(chunks: list[torch.nn.Module], cfg: OptimConfig, dtype: torc
 
 
 def optimizer_step(optim: tuple, prefix: str) -> dict:
-    """One optimizer and scheduler step; returns the grad norm (before clipping) and the lr used."""
+    """Advance the schedule, then one optimizer update at its LR; returns the grad norm (before
+    clipping) and the lr the update used."""
     optimizer, scheduler = optim
+    scheduler.step(1)
     lr = optimizer.param_groups[0]["lr"]
     _, grad_norm, _ = optimizer.step()
-    scheduler.step(1)
     return {f"{prefix}grad_norm": float(grad_norm or 0.0), f"{prefix}lr": lr}
