@@ -121,7 +121,8 @@ def sft(cfg: SFTConfig) -> Path:
     latest = checkpoint.latest_valid(run_dir / "checkpoints")
     if latest is not None:
         start = checkpoint.load(latest, models, optims)["step"] + 1
-    log = MetricsLog(run_dir, steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg), topo.is_main)
+    log = MetricsLog(run_dir, steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg), topo.is_main,
+                     start_step=start)
     guard = StepGuard(cfg.train.max_consecutive_bad_steps, zero_reward_warn_steps=0)
     tp_group = ps.get_tensor_model_parallel_group()
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
