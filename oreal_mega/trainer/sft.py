@@ -1,12 +1,11 @@
-"""`oreal-mega sft CONFIG.yaml [key=value ...]`: supervised fine-tuning of the megatron policy.
+"""Supervised fine-tuning of the megatron policy (`oreal-mega sft`, see sft_cli.py).
 
 Data: JSONL with `prompt` + `response`, or chat `messages` (the last assistant message is the
 target). Loss on response tokens only, normalised by the step's global response-token count (so
 it does not depend on micro-batching or DP); sequences packed into micro-batches; checkpoints,
 exact resume, metrics and HF export as in `train`."""
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,8 +13,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
 from oreal_mega.errors import UserError
-from oreal_mega.config import load_config, save_resolved, to_dict
-from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.config import save_resolved, to_dict
+from oreal_mega.distributed import init_distributed, shutdown
 from oreal_mega.jsonl import read_objects
 from oreal_mega.kernels import fused_oreal_loss
 from oreal_mega.models.builder import DTYPES
@@ -25,44 +24,12 @@ from oreal_mega.models.pipeline import forward_backward
 from oreal_mega.packing import plan_dp_microbatches
 from oreal_mega.trainer import checkpoint
 from oreal_mega.trainer.batch import Trajectory, micro_batches
-from oreal_mega.trainer.config import ModelConfig
+from oreal_mega.trainer.config import SFTConfig
 from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import MetricsLog, sum_metric
 from oreal_mega.trainer.models import load_policy_weights
-from oreal_mega.trainer.optim import OptimConfig, build_optimizer, optimizer_step
+from oreal_mega.trainer.optim import build_optimizer, optimizer_step
 from oreal_mega.weights.hf_export import export_hf
-
-
-@dataclass
-class SFTDataConfig:
-    path: str
-    system_prompt: str | None = None
-    sequences_per_step: int = 64
-    epochs: int = 1
-    max_length: int = 4096  # longer examples are an error, never silently cut
-
-
-@dataclass
-class SFTLoopConfig:
-    micro_batch_tokens: int = 16384
-    out_dir: str = "runs/sft"
-    save_every: int = 100
-    keep_last: int = 2
-    export_hf: bool = True  # write the final policy as an HF directory (run_dir/hf)
-    tensorboard: bool = True
-    wandb_project: str | None = None
-    max_consecutive_bad_steps: int = 3
-
-
-@dataclass
-class SFTConfig:
-    model: ModelConfig
-    data: SFTDataConfig
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=10,
-                                                                   total_steps=0, weight_decay=0.0))
-    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)
-    seed: int = 1
 
 
 def read_examples(path: Path, tokenizer, system_prompt: str | None, max_length: int) -> list[Trajectory]:
@@ -161,14 +128,3 @@ def sft(cfg: SFTConfig) -> Path:
     shutdown()
     return run_dir
 
-
-def add_arguments(parser) -> None:
-    parser.add_argument("config", help="YAML config (see SFTConfig in oreal_mega/trainer/sft.py)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
-
-
-def run(args) -> int:
-    run_dir = sft(load_config(SFTConfig, args.config, args.overrides))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"SFT finished: metrics in {run_dir / 'metrics.jsonl'}, HF model in {run_dir / 'hf'}")
-    return 0
