@@ -9,7 +9,7 @@ from pathlib import Path
 from oreal_mega.distributed import ParallelConfig, check_layout
 from oreal_mega.errors import UserError
 from oreal_mega.jsonl import check_lines, read_objects
-from oreal_mega.models.hf_config import ModelArch, parse_arch, read_hf_config
+from oreal_mega.models.hf_config import parse_arch, read_hf_config
 from oreal_mega.objective import ObjectiveConfig
 from oreal_mega.rollout.prompts import read_prompts
 from oreal_mega.trainer.optim import OptimConfig
@@ -119,14 +119,13 @@ class SFTConfig:
     seed: int = 1
 
 
-def _check_model(cfg: TrainConfig | SFTConfig, source: str) -> ModelArch:
-    """The architecture of `model.path`, checked to be supported and to fit `parallel`."""
+def _check_model(cfg: TrainConfig | SFTConfig, source: str) -> None:
+    """`model.path` holds an HF config of a supported architecture whose layers fit `parallel`."""
     key, path = f"model.path in {source}", Path(cfg.model.path)
     if not (path / "config.json").is_file():
         raise UserError(f"{key}: no config.json in {path}" if path.is_dir() else f"{key}: no directory {path}")
     arch = parse_arch(read_hf_config(path), where=f"{key}: {path / 'config.json'}")
     check_layout(int(os.environ.get("WORLD_SIZE", "1")), cfg.parallel, arch.num_layers)
-    return arch
 
 
 def _check_problems(key: str, file: str, source: str, what: str) -> None:
