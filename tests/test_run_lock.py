@@ -50,3 +50,11 @@ def test_a_reused_pid_is_stale_and_another_hosts_lock_is_refused(tmp_path, capfd
     with pytest.raises(UserError, match=r"run.lock: unreadable run lock"):
         RunLock(tmp_path).acquire()
     assert lock.read_text() == "{not json"  # a refused run leaves the lock alone
+
+
+@pytest.mark.parametrize("end", ["pass", "raise SystemExit(3)", "1 / 0"])
+def test_the_lock_goes_when_its_process_exits(tmp_path, end):
+    code = (f"from oreal_mega.trainer.run_lock import RunLock; lock = RunLock({str(tmp_path)!r}); lock.acquire(); "
+            f"print(lock.path.exists()); {end}")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout == "True\n" and not (tmp_path / LOCK_FILE).exists()

@@ -2,7 +2,9 @@
 its pid, host and start time, created atomically (O_EXCL). A second run on the directory stops at
 once, naming the holder. A lock whose process is gone (this host only: its pid is dead, a zombie,
 or now belongs to a process started after the lock) is taken over with a log line; a lock from
-another host cannot be checked and is refused."""
+another host cannot be checked and is refused. The lock is released by `release()`, or else when the
+process exits (also by an exception); a killed process leaves it stale."""
+import atexit
 import json
 import os
 import socket
@@ -51,6 +53,7 @@ class RunLock:
             with os.fdopen(fd, "w") as handle:
                 json.dump(me, handle)
             self.held = True
+            atexit.register(self.release)
             return
         raise UserError(f"{self.path}: another run took the lock while this one was replacing a stale one")
 
@@ -78,6 +81,7 @@ class RunLock:
         if self.held:
             self.path.unlink(missing_ok=True)
             self.held = False
+            atexit.unregister(self.release)
 
     def __enter__(self) -> "RunLock":
         self.acquire()
@@ -85,3 +89,20 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def lock_run(run_dir: str | Path) -> RunLock:
+    """Collective: global rank 0 takes `run_dir`'s lock; when it cannot, every rank raises the
+    UserError, so that none goes on into a collective that rank 0 has left."""
+    import torch.distributed as dist
+
+    lock, problem = RunLock(run_dir), [None]
+    if dist.get_rank() == 0:
+        try:
+            lock.acquire()
+        except UserError as err:
+            problem = [str(err)]
+    dist.broadcast_object_list(problem, src=0)
+    if problem[0] is not None:
+        raise UserError(problem[0])
+    return lock

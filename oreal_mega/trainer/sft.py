@@ -29,6 +29,7 @@ from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import MetricsLog, sum_metric
 from oreal_mega.trainer.models import load_policy_weights
 from oreal_mega.trainer.optim import build_optimizer, optimizer_step
+from oreal_mega.trainer.run_lock import lock_run
 from oreal_mega.weights.hf_export import export_hf
 
 
@@ -79,6 +80,7 @@ def sft(cfg: SFTConfig) -> Path:
     steps = cfg.data.epochs * (len(examples) // per_step)
     optim_cfg = cfg.optim if cfg.optim.total_steps else replace(cfg.optim, total_steps=steps)
     run_dir = Path(cfg.train.out_dir)
+    lock = lock_run(run_dir)  # before anything is written: a second run on run_dir stops here
     if topo.is_main:
         save_resolved(cfg, run_dir)
     policy = wrap_ddp(load_policy_weights(arch, cfg.model))
@@ -125,6 +127,7 @@ def sft(cfg: SFTConfig) -> Path:
     if cfg.train.export_hf:
         export_hf(policy, arch, run_dir / "hf", cfg.model.path, overwrite=True)
     dist.barrier()
+    lock.release()
     shutdown()
     return run_dir
 
