@@ -65,11 +65,11 @@ def die_with_launcher() -> None:
     the launcher's process group misses the workers, which would go on writing to the run."""
     if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
         return
-    launcher = os.getppid()
+    launcher = os.getppid()  # (a launcher that died before this line is not seen: torchrun may be pid 1)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if launcher == 1 or os.getppid() != launcher:  # the launcher died before the request took effect
+    if os.getppid() != launcher:  # the launcher died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
 
 
