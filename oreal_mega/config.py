@@ -149,6 +149,12 @@ def _dataclass_in(hint):
     return None
 
 
+def source_name(path: str | Path | None, overrides: list[str] = ()) -> str:
+    """Where a loaded config's values came from, as errors name it."""
+    source = "defaults" if path is None else str(path)
+    return f"{source} + command line" if overrides else source
+
+
 def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
     """Read `path` (YAML) into dataclass `cls`, then apply `key.path=value` overrides."""
     data: dict = {}
@@ -164,12 +170,12 @@ def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
         source = str(path)
-    _build(cls, data, "", source)  # report file errors against the file before overrides apply
-    if overrides:
-        for item in overrides:
-            _apply_override(data, cls, item)
-        source = f"{source} + command line"
-    return _build(cls, data, "", source)
+    cfg = _build(cls, data, "", source)  # report file errors against the file before overrides apply
+    if not overrides:
+        return cfg
+    for item in overrides:
+        _apply_override(data, cls, item)
+    return _build(cls, data, "", source_name(path, overrides))
 
 
 def to_dict(cfg) -> dict:

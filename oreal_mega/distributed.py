@@ -1,13 +1,19 @@
 """Process-group bring-up under torchrun (or a single plain process): NCCL on GPUs, gloo on CPU,
-then megatron-core's tensor / pipeline / data parallel groups."""
+then megatron-core's tensor / pipeline / data parallel groups. Importing it does not import torch."""
+import ctypes
 import os
+import signal
 import socket
+import sys
 from dataclasses import dataclass
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING
 
 from oreal_mega.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
+
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass
@@ -27,7 +33,7 @@ class Topology:
     pp: int
     dp: int
     vpp: int | None
-    device: torch.device
+    device: "torch.device"
 
     @property
     def is_main(self) -> bool:
@@ -53,10 +59,27 @@ def check_layout(world_size: int, parallel: ParallelConfig, num_layers: int | No
                         f"= {stages} pipeline stages")
 
 
+def die_with_launcher() -> None:
+    """Under torchrun, have the kernel kill this worker when its parent, the torchrun agent, dies
+    (Linux; elsewhere a no-op). torchrun starts each worker in a session of its own, so a kill of
+    the launcher's process group misses the workers, which would go on writing to the run."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    launcher = os.getppid()  # (a launcher that died before this line is not seen: torchrun may be pid 1)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != launcher:  # the launcher died before the request took effect
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def init_distributed(parallel: ParallelConfig, num_layers: int | None = None) -> Topology:
     """Join the torchrun job (or start a world of one) and build megatron's parallel groups."""
+    import torch
+    import torch.distributed as dist
     from megatron.core import parallel_state, tensor_parallel
 
+    die_with_launcher()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     check_layout(world_size, parallel, num_layers)
     rank = int(os.environ.get("RANK", "0"))
@@ -89,6 +112,7 @@ def init_distributed(parallel: ParallelConfig, num_layers: int | None = None) ->
 
 
 def shutdown() -> None:
+    import torch.distributed as dist
     from megatron.core import parallel_state
 
     if parallel_state.model_parallel_is_initialized():

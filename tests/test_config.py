@@ -2,6 +2,8 @@
 from dataclasses import dataclass, field
 from typing import Literal
 
+import json
+
 import pytest
 import yaml
 
@@ -80,23 +82,75 @@ def test_layout_errors():
     check_layout(8, ParallelConfig(tp=2, pp=2, vpp=2), num_layers=8)
 
 
-def test_train_config_checks_before_any_work(tmp_path):
-    import json
+def _model_dir(tmp_path, architectures=("Qwen2ForCausalLM",)):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "architectures": list(architectures), "vocab_size": 64, "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4}))
+    return model
 
+
+def test_train_config_checks_name_the_key_and_the_file(tmp_path):
     from oreal_mega.trainer.config import DataConfig, ModelConfig, TrainConfig, TrainLoopConfig, validate
-    from oreal_mega.trainer.optim import OptimConfig
 
     prompts = tmp_path / "p.jsonl"
-    prompts.write_text(json.dumps({"question": "1+1?", "gold_answer": "2"}) + "\n" + json.dumps({"question": "2+2?"}) + "\n")
-    cfg = TrainConfig(model=ModelConfig(path="m"), data=DataConfig(prompts=str(prompts)))
-    with pytest.raises(UserError, match=r"p.jsonl:2: a training prompt needs a gold answer"):
-        validate(cfg)
+    prompts.write_text("\n".join(json.dumps(item) for item in [
+        {"question": "1+1?", "gold_answer": "2"}, {"question": "2+2?"}, {"question": "3+3?"}]) + "\n")
+    model = _model_dir(tmp_path)
+    cfg = TrainConfig(model=ModelConfig(path=str(model)), data=DataConfig(prompts=str(prompts)))
+    with pytest.raises(UserError) as err:
+        validate(cfg, "rl.yaml")
+    assert str(err.value) == (f"data.prompts in rl.yaml: {prompts}: 2 bad lines: line 2: a training prompt "
+                              "needs a gold answer (gold_answer or answer); line 3: a training prompt needs a "
+                              "gold answer (gold_answer or answer)")
     prompts.write_text(json.dumps({"question": "1+1?", "gold_answer": "2"}) + "\n")
-    validate(cfg)
-    with pytest.raises(UserError, match="train.eval_every > 0 needs train.eval_data"):
-        validate(TrainConfig(model=cfg.model, data=cfg.data, train=TrainLoopConfig(eval_every=5)))
-    with pytest.raises(UserError, match="prompt file .*missing.jsonl does not exist"):
-        validate(TrainConfig(model=cfg.model, data=DataConfig(prompts=str(tmp_path / "missing.jsonl"))))
+    validate(cfg, "rl.yaml")
+
+    def check(message, **changes):
+        sections = {"model": cfg.model, "data": cfg.data, **changes}
+        with pytest.raises(UserError) as err:
+            validate(TrainConfig(**sections), "rl.yaml")
+        assert str(err.value) == message
+
+    check(f"model.path in rl.yaml: no config.json in {tmp_path}", model=ModelConfig(path=str(tmp_path)))
+    check(f"model.path in rl.yaml: no directory {tmp_path / 'nope'}", model=ModelConfig(path=str(tmp_path / "nope")))
+    (tmp_path / "other").mkdir()
+    check(f"model.path in rl.yaml: {_model_dir(tmp_path / 'other', ['MistralForCausalLM']) / 'config.json'}: "
+          "architectures=['MistralForCausalLM'] is not supported (supported: Qwen2ForCausalLM, LlamaForCausalLM)",
+          model=ModelConfig(path=str(tmp_path / "other" / "model")))
+    check("data.prompts in rl.yaml is not set (a JSONL file of questions with gold answers)", data=DataConfig())
+    check(f"data.prompts in rl.yaml: prompt file {tmp_path / 'missing.jsonl'} does not exist",
+          data=DataConfig(prompts=str(tmp_path / "missing.jsonl")))
+    check("train.eval_every > 0 in rl.yaml needs train.eval_data (a JSONL of problems with answers)",
+          train=TrainLoopConfig(eval_every=5))
+    check("world size 1 is not divisible by parallel.tp × parallel.pp = 1 × 4", parallel=ParallelConfig(pp=4))
+
+
+def test_config_errors_come_before_heavy_imports_as_one_line(tmp_path):
+    """No megatron, vLLM or transformers is imported before the error; the CPU time is a generous bound
+    (wall time on a shared 2-core machine says little)."""
+    import resource
+    import subprocess
+    import sys
+
+    def cpu_seconds():
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    for command, extra in [("train", {}), ("sft", {"data": {"path": "d.jsonl"}})]:
+        config = tmp_path / f"{command}.yaml"
+        config.write_text(yaml.safe_dump({"model": {"path": str(tmp_path)}, **extra}))
+        began = cpu_seconds()
+        out = subprocess.run([sys.executable, "-X", "importtime", "-m", "oreal_mega", command, str(config)],
+                             capture_output=True, text=True)
+        seconds = cpu_seconds() - began
+        imported = {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in out.stderr.splitlines()
+                    if line.startswith("import time:")}
+        assert "oreal_mega" in imported and not imported & {"megatron", "vllm", "transformers"}
+        message = [line for line in out.stderr.splitlines() if not line.startswith("import time:")]
+        assert out.returncode == 2 and seconds < 5, seconds
+        assert message == [f"oreal-mega {command}: error: model.path in {config}: no config.json in {tmp_path}"]
 
 
 def test_a_removed_key_is_refused_with_what_to_do_instead(tmp_path):
@@ -109,3 +163,4 @@ def test_a_removed_key_is_refused_with_what_to_do_instead(tmp_path):
     with pytest.raises(ConfigError, match=r"command line: key 'train.inject_nan_at_steps' was removed: fault "
                                           r"injection moved out of the trainer"):
         load_config(TrainConfig, path, ["train.inject_nan_at_steps=[1]"])
+

@@ -1,5 +1,6 @@
 """README command 1's pipeline, shortened: data → SFT → eval → OREAL RL (2 processes) → eval → plot."""
 import json
+import os
 import subprocess
 import sys
 
@@ -21,6 +22,9 @@ def test_short_demo_runs_end_to_end(tmp_path):
     summary = json.loads((out / "eval_rl" / "summary.json").read_text())
     assert summary["problems"] == 16
     assert f"plot {out / 'learning.png'}" in proc.stdout
+    machine = (out / "RESULTS.md").read_text().splitlines()[-1]  # numbers vary across CPU models
+    assert machine.startswith("machine: ") and f" {os.cpu_count()} CPUs; Python " in machine
+    assert "torch 2." in machine and "megatron-core 0." in machine and "transformers 5." in machine
 
 
 def test_rl_objective_section_is_replaced_not_merged(tmp_path, monkeypatch):

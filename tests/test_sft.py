@@ -1,6 +1,8 @@
 """SFT: data errors name the line; a short real run (megatron on gloo, 2 processes) lowers the loss
 and exports an HF model that transformers loads."""
 import json
+import re
+import socket
 import subprocess
 import sys
 
@@ -63,3 +65,30 @@ def test_short_sft_run_lowers_loss_and_exports(task, tmp_path):
     from transformers import AutoModelForCausalLM
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "hf")
     assert model.config.tie_word_embeddings == json.loads((task / "model" / "config.json").read_text())["tie_word_embeddings"]
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_locked_directory_stops_naming_the_holder(task, tmp_path):
+    from oreal_mega.testing.launch import _free_port
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from oreal_mega.trainer.run_lock import "
+                               "RunLock; RunLock(sys.argv[1]).acquire(); print(flush=True); time.sleep(120)", str(run)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        holder.stdout.readline()
+        path = tmp_path / "sft.yaml"
+        path.write_text(yaml.safe_dump({"model": {"path": str(task / "model"), "dtype": "float32"},
+                                        "data": {"path": str(task / "sft.jsonl")}, "train": {"out_dir": str(run)}}))
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
+                              f"--master-port={_free_port()}", "-m", "oreal_mega", "sft", str(path)],
+                             capture_output=True, text=True, timeout=600)
+    finally:
+        holder.kill()
+        holder.wait()
+    errors = [line for line in out.stderr.splitlines() if line.startswith("oreal-mega sft: error")]
+    assert len(errors) == 1, out.stderr[-3000:]
+    assert errors[0].startswith(f"oreal-mega sft: error: {run} is in use by another run (pid {holder.pid} on "
+                                f"{socket.gethostname()}, started ")
+    assert re.findall(r"exitcode +: (-?\d+)", out.stderr) == ["2", "2"], out.stderr[-3000:]  # no rank crashed
+    assert sorted(p.name for p in run.iterdir()) == ["run.lock"]  # nothing written by the second run

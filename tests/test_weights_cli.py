@@ -65,6 +65,24 @@ def test_bad_source_is_a_user_error(hf_model, tmp_path, capsys, to, message):
     assert not (tmp_path / "dst").exists()
 
 
+def test_truncated_or_missing_shard_is_named(megatron_world, hf_model, tmp_path, capsys):
+    _convert("--to", "mcore", hf_model, tmp_path / "mcore")
+    shard = max((tmp_path / "mcore" / "model").glob("*.distcp"), key=lambda f: f.stat().st_size)
+    size = shard.stat().st_size
+    with shard.open("r+b") as handle:
+        handle.truncate(size // 2)
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "--to", "hf", str(tmp_path / "mcore"), str(tmp_path / "hf")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"oreal-mega convert: error: {shard}: truncated checkpoint shard "
+                                       f"({size // 2} bytes, its index needs {size})\n")
+    shard.unlink()
+    with pytest.raises(SystemExit):
+        main(["convert", "--to", "hf", str(tmp_path / "mcore"), str(tmp_path / "hf")])
+    assert capsys.readouterr().err == f"oreal-mega convert: error: {shard}: checkpoint shard file is missing\n"
+    assert not (tmp_path / "hf").exists()
+
+
 def test_atomic_directory_replaces_only_when_complete(tmp_path):
     dest = tmp_path / "out"
     with atomic_directory(dest) as partial:

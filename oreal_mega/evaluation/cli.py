@@ -13,6 +13,8 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from oreal_mega.errors import UserError
+from oreal_mega.jsonl import check_lines
+from oreal_mega.rollout.prompts import read_prompts
 
 
 def add_arguments(parser) -> None:
@@ -39,22 +41,27 @@ def add_arguments(parser) -> None:
 
 def _hf_model(model_dir: Path, stack: ExitStack) -> Path:
     """`model_dir` itself when it is an HF directory, else a temporary HF export of the oreal-mega
-    model checkpoint it is (or holds as `policy/`, as a training checkpoint's step directory does)."""
-    from oreal_mega.weights.model_checkpoint import META_FILE
+    model checkpoint it is (or holds as `policy/`, as a training checkpoint's step directory does).
+    Either way the architecture is checked first, as `train` checks it."""
+    from oreal_mega.models.hf_config import parse_arch, read_hf_config
+    from oreal_mega.weights.model_checkpoint import META_FILE, read_model_checkpoint
 
     if (model_dir / "config.json").is_file():
+        parse_arch(read_hf_config(model_dir), where=str(model_dir / "config.json"))
         return model_dir
     checkpoint = next((d for d in (model_dir, model_dir / "policy") if (d / META_FILE).is_file()), None)
     if checkpoint is None:
         raise UserError(f"{model_dir} is neither a HF model directory (no config.json) nor an oreal-mega "
                         f"checkpoint (no {META_FILE} in it or in policy/)")
+    read_model_checkpoint(checkpoint)
     hf_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="oreal-eval-"))) / "hf"
     print(f"exporting checkpoint {checkpoint} to HF format in {hf_dir}", flush=True)
     # a separate process: the export sets up torch.distributed, which vLLM then wants for itself
     done = subprocess.run([sys.executable, "-m", "oreal_mega", "convert", "--to", "hf", str(checkpoint),
                            str(hf_dir), "--no-progress"], capture_output=True, text=True)
     if done.returncode:
-        raise UserError(f"exporting {checkpoint} to HF failed:\n{done.stderr[-2000:]}")
+        last = (done.stderr.strip().splitlines() or ["no error output"])[-1]
+        raise UserError(f"exporting {checkpoint} to HF failed: {last}")
     return hf_dir
 
 
@@ -62,19 +69,16 @@ def run(args) -> int:
     model_dir, data = Path(args.model_dir), Path(args.data)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
-    with ExitStack() as stack:
-        return _evaluate(args, _hf_model(model_dir, stack), model_dir, data)
-
-
-def _evaluate(args, hf_dir: Path, model_dir: Path, data: Path) -> int:
-    from oreal_mega.evaluation.evaluate import evaluate
-    from oreal_mega.rollout.prompts import read_prompts
-
     records = read_prompts(data)[:args.limit]
-    missing = [record.line for record in records if record.gold is None]
-    if missing:
-        raise UserError(f"{data}:{missing[0]}: no gold answer (gold_answer or answer); "
-                        "evaluation needs one on every line")
+    check_lines(data, [(record.line, "no gold answer (gold_answer or answer); evaluation needs one on every line")
+                       for record in records if record.gold is None])
+    with ExitStack() as stack:
+        return _evaluate(args, _hf_model(model_dir, stack), model_dir, data, records)
+
+
+def _evaluate(args, hf_dir: Path, model_dir: Path, data: Path, records: list) -> int:
+    from oreal_mega.evaluation.evaluate import evaluate
+
     try:
         result = evaluate(
             hf_dir, records, k=args.k, n=args.n, temperature=args.temperature,

@@ -52,20 +52,23 @@ def verify_samples(records: list[PromptRecord], samples) -> list[list] | None:
 
 
 def run(args) -> int:
-    from transformers import AutoTokenizer
-
+    from oreal_mega.models.hf_config import parse_arch, read_hf_config
     from oreal_mega.rollout.base import SamplingConfig
-    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
 
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} is not a HF model directory (no config.json)")
+    parse_arch(read_hf_config(model_dir), where=str(model_dir / "config.json"))  # as `train` checks it
     try:
         sampling = SamplingConfig(n=args.n, temperature=args.temperature, top_p=args.top_p,
                                   top_k=args.top_k, max_tokens=args.max_tokens, seed=args.seed)
     except ValueError as err:
         raise UserError(str(err)) from None
     records = read_prompts(Path(args.prompts))
+    from transformers import AutoTokenizer
+
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     prompts = encode_prompts(tokenizer, records, chat=not args.no_chat_template)
 

@@ -167,7 +167,8 @@ def load(directory: Path, models: dict, optimizers: dict) -> dict:
     try:
         shard = torch.load(_rank_file(directory, dist.get_rank()), weights_only=False)
     except Exception as err:
-        raise RuntimeError(f"checkpoint {directory} is corrupt: {type(err).__name__}: {err}") from err
+        raise RuntimeError(f"checkpoint file {_rank_file(directory, dist.get_rank())} is corrupt: "
+                           f"{type(err).__name__}: {err}") from err
     for name, chunks in models.items():
         params = _parameters(chunks)
         saved = shard["models"][name]

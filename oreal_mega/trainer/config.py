@@ -1,10 +1,18 @@
 """Every knob of `oreal-mega train` / `oreal-mega sft`, as typed dataclasses read from YAML
-(see oreal_mega/config.py). Defaults are the OREAL paper's / reference code's (oreal-algorithm.md §3)."""
+(see oreal_mega/config.py), and the checks of the files they name. Defaults are the OREAL paper's /
+reference code's (oreal-algorithm.md §3). Nothing here imports megatron, vLLM or transformers, so
+a bad config is reported within a second or two."""
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import ClassVar
 
-from oreal_mega.distributed import ParallelConfig
+from oreal_mega.distributed import ParallelConfig, check_layout
+from oreal_mega.errors import UserError
+from oreal_mega.jsonl import check_lines, read_objects
+from oreal_mega.models.hf_config import parse_arch, read_hf_config
 from oreal_mega.objective import ObjectiveConfig
+from oreal_mega.rollout.prompts import read_prompts
 from oreal_mega.trainer.optim import OptimConfig
 
 
@@ -83,22 +91,77 @@ class TrainConfig:
     seed: int = 1
 
 
-def validate(cfg: TrainConfig) -> None:
-    """Checks that need more than types, done before any process group or model exists."""
-    from pathlib import Path
+@dataclass
+class SFTDataConfig:
+    path: str  # JSONL: prompt + response, or chat messages (the last one the assistant's)
+    system_prompt: str | None = None
+    sequences_per_step: int = 64
+    epochs: int = 1
+    max_length: int = 4096  # longer examples are an error, never silently cut
 
-    from oreal_mega.errors import UserError
-    from oreal_mega.rollout.prompts import read_prompts
 
-    missing = [r.line for r in read_prompts(Path(cfg.data.prompts)) if r.gold is None]
-    if missing:
-        raise UserError(f"{cfg.data.prompts}:{missing[0]}: a training prompt needs a gold answer "
-                        "(gold_answer or answer)")
+@dataclass
+class SFTLoopConfig:
+    micro_batch_tokens: int = 16384
+    out_dir: str = "runs/sft"
+    save_every: int = 100
+    keep_last: int = 2
+    export_hf: bool = True  # write the final policy as an HF directory (run_dir/hf)
+    tensorboard: bool = True
+    wandb_project: str | None = None
+    max_consecutive_bad_steps: int = 3
+
+
+@dataclass
+class SFTConfig:
+    model: ModelConfig
+    data: SFTDataConfig
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=10,
+                                                                   total_steps=0, weight_decay=0.0))
+    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)
+    seed: int = 1
+
+
+def _check_model(cfg: TrainConfig | SFTConfig, source: str) -> None:
+    """`model.path` holds an HF config of a supported architecture whose layers fit `parallel`."""
+    key, path = f"model.path in {source}", Path(cfg.model.path)
+    if not (path / "config.json").is_file():
+        raise UserError(f"{key}: no config.json in {path}" if path.is_dir() else f"{key}: no directory {path}")
+    arch = parse_arch(read_hf_config(path), where=f"{key}: {path / 'config.json'}")
+    check_layout(int(os.environ.get("WORLD_SIZE", "1")), cfg.parallel, arch.num_layers)
+
+
+def _check_problems(key: str, file: str, source: str, what: str) -> None:
+    """`file` (the value of `key`) is a prompt file whose every line has a gold answer."""
+    if not file:
+        raise UserError(f"{key} in {source} is not set (a JSONL file of questions with gold answers)")
+    try:
+        records = read_prompts(Path(file))
+        check_lines(Path(file), [(r.line, f"{what} needs a gold answer (gold_answer or answer)")
+                                 for r in records if r.gold is None])
+    except UserError as err:
+        raise UserError(f"{key} in {source}: {err}") from None
+
+
+def validate(cfg: TrainConfig, source: str = "config") -> None:
+    """Checks that need more than types, done before any heavy import, process group or model;
+    errors name the key and `source`, the YAML file the config came from."""
+    _check_model(cfg, source)
+    _check_problems("data.prompts", cfg.data.prompts, source, "a training prompt")
     if cfg.train.eval_every:
         if not cfg.train.eval_data:
-            raise UserError("train.eval_every > 0 needs train.eval_data (a JSONL of problems with answers)")
-        missing = [r.line for r in read_prompts(Path(cfg.train.eval_data)) if r.gold is None]
-        if missing:
-            raise UserError(f"{cfg.train.eval_data}:{missing[0]}: an eval problem needs a gold answer")
+            raise UserError(f"train.eval_every > 0 in {source} needs train.eval_data (a JSONL of problems "
+                            "with answers)")
+        _check_problems("train.eval_data", cfg.train.eval_data, source, "an eval problem")
     if cfg.rollout.sleep_level not in (0, 1, 2):
-        raise UserError(f"rollout.sleep_level={cfg.rollout.sleep_level}: expected 0, 1 or 2")
+        raise UserError(f"rollout.sleep_level in {source}: {cfg.rollout.sleep_level} is not 0, 1 or 2")
+
+
+def validate_sft(cfg: SFTConfig, source: str = "config") -> None:
+    """What `validate` does for `oreal-mega sft`: the model, the layout, and data.path as JSONL."""
+    _check_model(cfg, source)
+    try:
+        read_objects(Path(cfg.data.path), "SFT data file")
+    except UserError as err:
+        raise UserError(f"data.path in {source}: {err}") from None

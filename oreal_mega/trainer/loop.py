@@ -13,6 +13,7 @@ from oreal_mega.trainer.colocated_rollout import ColocatedRollout
 from oreal_mega.trainer.config import TrainConfig, validate
 from oreal_mega.trainer.learner import Learner
 from oreal_mega.trainer.metrics import MetricsLog, PhaseTimes
+from oreal_mega.trainer.run_lock import lock_run
 
 SHOWN = {"pass": "pass_rate", "kept": "kept_samples", "loss": "loss", "kl": "kl", "trm_acc": "trm_accuracy",
          "parity": "parity_max_abs"}  # the progress line
@@ -23,6 +24,7 @@ def train(cfg: TrainConfig) -> Path:
     arch = parse_arch(read_hf_config(cfg.model.path), where=f"{cfg.model.path}/config.json")
     topo = init_distributed(cfg.parallel, arch.num_layers)
     run_dir = Path(cfg.train.out_dir)
+    lock = lock_run(run_dir)  # before anything is written: a second run on run_dir stops here
     if topo.is_main:
         save_resolved(cfg, run_dir)
     learner = Learner(cfg, arch, topo.device)
@@ -31,9 +33,9 @@ def train(cfg: TrainConfig) -> Path:
                                 keep_last=cfg.train.keep_last, total_steps=cfg.train.steps,
                                 write_more=learner.save_policy, resident=lambda: learner.on_device("token_rm"),
                                 export=learner.export_hf, export_every=cfg.train.export_hf_every)
-    log = MetricsLog(run_dir, cfg.train.steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg),
-                     topo.is_main)
     start = checkpointer.resume()
+    log = MetricsLog(run_dir, cfg.train.steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg),
+                     topo.is_main, start_step=start)  # steps ≥ start logged by a killed run are dropped
     learner.park()
     rollout.load_weights(learner.policy_weights(), step=None)  # the engine must sample from the trained policy
 
@@ -60,6 +62,7 @@ def train(cfg: TrainConfig) -> Path:
                                              if key in metrics))
     log.close()
     dist.barrier()
+    lock.release()
     rollout.close()
     shutdown()
     return run_dir

@@ -1,7 +1,9 @@
 """Per-step metrics: always JSONL, TensorBoard by default, wandb when configured; a progress line
-with the step time and ETA. Only global rank 0 writes."""
+with the step time and ETA. Only global rank 0 writes. A resumed run first drops what an earlier
+run logged from its resume step on, so every step is recorded once."""
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -9,18 +11,23 @@ from pathlib import Path
 
 class MetricsLog:
     def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, wandb_project: str | None,
-                 config: dict, enabled: bool):
+                 config: dict, enabled: bool, start_step: int | None = None):
+        """`start_step`: the step this run starts at (0, or the resumed checkpoint's step + 1); records
+        of that step and later, logged by an earlier run of this directory, are removed (JSONL) or
+        purged (TensorBoard). None keeps everything and appends."""
         self.enabled, self.total_steps = enabled, total_steps
         self.started = time.perf_counter()
         self.steps_timed = 0
         self.writer = self.wandb = None
         if not enabled:
             return
+        if start_step is not None:
+            _drop_records_from(run_dir / "metrics.jsonl", start_step)
         self.jsonl = (run_dir / "metrics.jsonl").open("a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step)
         if wandb_project:
             import wandb
 
@@ -56,6 +63,24 @@ class MetricsLog:
                 self.writer.close()
             if self.wandb:
                 self.wandb.finish()
+
+
+def _drop_records_from(path: Path, start_step: int) -> None:
+    """Rewrite `path` (atomically) with only the records of steps before `start_step`; a line cut
+    short by a killed run is dropped too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line)["step"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue
+        if step < start_step:
+            kept.append(line + "\n")
+    partial = path.with_name(path.name + ".tmp")
+    partial.write_text("".join(kept), encoding="utf-8")
+    os.replace(partial, path)
 
 
 def _plain(value):

@@ -16,9 +16,6 @@ when F = N.
 from dataclasses import dataclass
 
 import torch
-from megatron.core import parallel_state
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
-from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 
 from oreal_mega.errors import UserError
 
@@ -39,6 +36,10 @@ class OptimConfig:
 
 def build_optimizer(chunks: list[torch.nn.Module], cfg: OptimConfig, dtype: torch.dtype):
     """Optimizer and LR scheduler for DDP-wrapped `chunks`."""
+    from megatron.core import parallel_state  # (not at import: configs hold OptimConfig)
+    from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+    from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+
     if (cfg.distributed_optimizer and torch.distributed.get_backend() == "gloo"
             and parallel_state.get_data_parallel_world_size() > 1):
         # Measured: gradient norms come out as one rank's share instead of the DP sum.

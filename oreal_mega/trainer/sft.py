@@ -1,12 +1,11 @@
-"""`oreal-mega sft CONFIG.yaml [key=value ...]`: supervised fine-tuning of the megatron policy.
+"""Supervised fine-tuning of the megatron policy (`oreal-mega sft`, see sft_cli.py).
 
 Data: JSONL with `prompt` + `response`, or chat `messages` (the last assistant message is the
 target). Loss on response tokens only, normalised by the step's global response-token count (so
 it does not depend on micro-batching or DP); sequences packed into micro-batches; checkpoints,
 exact resume, metrics and HF export as in `train`."""
-import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,8 +13,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state as ps
 
 from oreal_mega.errors import UserError
-from oreal_mega.config import load_config, save_resolved, to_dict
-from oreal_mega.distributed import ParallelConfig, init_distributed, shutdown
+from oreal_mega.config import save_resolved, to_dict
+from oreal_mega.distributed import init_distributed, shutdown
 from oreal_mega.jsonl import read_objects
 from oreal_mega.kernels import fused_oreal_loss
 from oreal_mega.models.builder import DTYPES
@@ -25,44 +24,13 @@ from oreal_mega.models.pipeline import forward_backward
 from oreal_mega.packing import plan_dp_microbatches
 from oreal_mega.trainer.batch import Trajectory, micro_batches
 from oreal_mega.trainer.checkpointer import Checkpointer
-from oreal_mega.trainer.config import ModelConfig
+from oreal_mega.trainer.config import SFTConfig
 from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import MetricsLog, sum_metric
-from oreal_mega.trainer.optim import OptimConfig, build_optimizer, optimizer_step
+from oreal_mega.trainer.optim import build_optimizer, optimizer_step
+from oreal_mega.trainer.run_lock import lock_run
 from oreal_mega.weights.hf_export import export_hf
 from oreal_mega.weights.hf_load import build_from_hf
-
-
-@dataclass
-class SFTDataConfig:
-    path: str
-    system_prompt: str | None = None
-    sequences_per_step: int = 64
-    epochs: int = 1
-    max_length: int = 4096  # longer examples are an error, never silently cut
-
-
-@dataclass
-class SFTLoopConfig:
-    micro_batch_tokens: int = 16384
-    out_dir: str = "runs/sft"
-    save_every: int = 100
-    keep_last: int = 2
-    export_hf: bool = True  # write the final policy as an HF directory (run_dir/hf)
-    tensorboard: bool = True
-    wandb_project: str | None = None
-    max_consecutive_bad_steps: int = 3
-
-
-@dataclass
-class SFTConfig:
-    model: ModelConfig
-    data: SFTDataConfig
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-5, min_lr=1e-6, warmup_steps=10,
-                                                                   total_steps=0, weight_decay=0.0))
-    train: SFTLoopConfig = field(default_factory=SFTLoopConfig)
-    seed: int = 1
 
 
 def read_examples(path: Path, tokenizer, system_prompt: str | None, max_length: int) -> list[Trajectory]:
@@ -112,6 +80,7 @@ def sft(cfg: SFTConfig) -> Path:
     steps = cfg.data.epochs * (len(examples) // per_step)
     optim_cfg = cfg.optim if cfg.optim.total_steps else replace(cfg.optim, total_steps=steps)
     run_dir = Path(cfg.train.out_dir)
+    lock = lock_run(run_dir)  # before anything is written: a second run on run_dir stops here
     if topo.is_main:
         save_resolved(cfg, run_dir)
     policy = wrap_ddp(build_from_hf(arch, cfg.model))
@@ -119,7 +88,8 @@ def sft(cfg: SFTConfig) -> Path:
     checkpointer = Checkpointer(run_dir, {"policy": policy}, {"policy": optim}, save_every=cfg.train.save_every,
                                 keep_last=cfg.train.keep_last, total_steps=steps)
     start = checkpointer.resume()
-    log = MetricsLog(run_dir, steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg), topo.is_main)
+    log = MetricsLog(run_dir, steps, cfg.train.tensorboard, cfg.train.wandb_project, to_dict(cfg), topo.is_main,
+                     start_step=start)
     guard = StepGuard(cfg.train.max_consecutive_bad_steps)
     tp_group = ps.get_tensor_model_parallel_group()
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
@@ -154,17 +124,7 @@ def sft(cfg: SFTConfig) -> Path:
     if cfg.train.export_hf:
         export_hf(policy, arch, run_dir / "hf", cfg.model.path, overwrite=True)
     dist.barrier()
+    lock.release()
     shutdown()
     return run_dir
 
-
-def add_arguments(parser) -> None:
-    parser.add_argument("config", help="YAML config (see SFTConfig in oreal_mega/trainer/sft.py)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
-
-
-def run(args) -> int:
-    run_dir = sft(load_config(SFTConfig, args.config, args.overrides))
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"SFT finished: metrics in {run_dir / 'metrics.jsonl'}, HF model in {run_dir / 'hf'}")
-    return 0

@@ -1,9 +1,10 @@
 """`oreal-mega train CONFIG.yaml [key=value ...]`: OREAL reinforcement learning under torchrun,
-e.g. `torchrun --nproc-per-node 8 -m oreal_mega train examples/qwen2.5-7b-1node.yaml`."""
+e.g. `torchrun --nproc-per-node 8 -m oreal_mega train examples/qwen2.5-7b-1node.yaml`. The config
+and the files it names are checked before megatron, vLLM or transformers is imported."""
 import os
 
-from oreal_mega.config import load_config
-from oreal_mega.trainer.config import TrainConfig
+from oreal_mega.config import load_config, source_name
+from oreal_mega.trainer.config import TrainConfig, validate
 
 
 def add_arguments(parser) -> None:
@@ -13,6 +14,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     cfg = load_config(TrainConfig, args.config, args.overrides)
+    validate(cfg, source_name(args.config, args.overrides))
     from oreal_mega.trainer.loop import train
 
     run_dir = train(cfg)

@@ -65,6 +65,28 @@ def read_model_checkpoint(directory: str | Path) -> tuple[ModelArch, str, Path]:
     return parse_arch(read_hf_config(hf_dir), where=str(hf_dir / "config.json")), meta["dtype"], hf_dir
 
 
+def _check_shard_files(model_dir: Path) -> None:
+    """Name the file when a shard of the dist_checkpointing files is missing or shorter than their
+    index says (a truncated copy), where torch's reader fails with a bare EOFError."""
+    from torch.distributed.checkpoint import FileSystemReader
+
+    try:
+        index = FileSystemReader(str(model_dir)).read_metadata()
+    except Exception as err:  # missing, truncated or not a torch checkpoint index
+        raise UserError(f"{model_dir / '.metadata'}: unreadable checkpoint index ({type(err).__name__}: {err})"
+                        ) from None
+    needed: dict[str, int] = {}
+    for item in index.storage_data.values():
+        needed[item.relative_path] = max(needed.get(item.relative_path, 0), item.offset + item.length)
+    for name, size in sorted(needed.items()):
+        file = model_dir / name
+        if not file.is_file():
+            raise UserError(f"{file}: checkpoint shard file is missing")
+        if file.stat().st_size < size:
+            raise UserError(f"{file}: truncated checkpoint shard ({file.stat().st_size} bytes, its index "
+                            f"needs {size})")
+
+
 def load_model_checkpoint(chunks: list[torch.nn.Module], arch: ModelArch, directory: str | Path) -> None:
     """Collective: fill this rank's chunks from a checkpoint saved at any layout, after checking
     that the checkpoint holds the model `arch` describes."""
@@ -75,6 +97,7 @@ def load_model_checkpoint(chunks: list[torch.nn.Module], arch: ModelArch, direct
     check_hf_config(directory / "hf", arch)
     if not (directory / "model" / "metadata.json").is_file():
         raise UserError(f"{directory / 'model'}: megatron checkpoint files are missing")
+    _check_shard_files(directory / "model")
     state = dist_checkpointing.load(_sharded_state_dict(chunks), str(directory / "model"))
     for i, chunk in enumerate(chunks):
         unwrap(chunk).load_state_dict(state[f"chunk{i}"])
