@@ -61,6 +61,8 @@ def test_gpu_defaults_to_cuda_graphs_and_sleep_mode(fake_gpu):
     assert args["gpu_memory_utilization"] == 0.4
     eager = vllm_engine.VLLMRolloutEngine("model-dir", enforce_eager=True)
     assert eager.llm.engine_args["enforce_eager"] is True
+    with pytest.raises(ValueError, match="rollout_tp=2 needs a torchrun world"):
+        vllm_engine.VLLMRolloutEngine("model-dir", rollout_tp=2)
 
 
 def test_two_phase_wake_order(fake_gpu):

@@ -34,7 +34,7 @@ trainer runs; `wake()` re-acquires them in two phases for a sync — `wake(("wei
 `update_weights`, then `wake(("kv_cache",))` (vLLM's `wake_up(tags=[...])`, which resumes
 scheduling only once both are back) — each after `torch.cuda.empty_cache()` so the trainer's
 cached blocks are returned to the driver first. Only the call order is tested, with a fake
-`llm` (tests/test_rollout_vllm.py).
+`llm` (tests/test_rollout_vllm_logic.py).
 
 Weight sync uses vLLM's weight-transfer lifecycle (start / one update per bucket / finish) with
 the in-process backend of `weight_transfer.py`. Measured on CPU with a tiny Qwen2 (prompt
@@ -88,6 +88,9 @@ def _import_vllm(cpu_kv_cache_gib: int):
 def _distributed_layout(rollout_tp: int) -> tuple[int, int]:
     """(replica index, replica count) of this rank; (0, 1) outside torchrun."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if rollout_tp != 1:
+            raise ValueError(f"rollout_tp={rollout_tp} needs a torchrun world of rollout_tp "
+                             "processes or a multiple of it; this process has none")
         return 0, 1
     world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
     if world % rollout_tp:
