@@ -8,9 +8,9 @@ writes `step_000000.jsonl` .. `step_000019.jsonl` in the `dump` format and `prom
 record (`question`, `gold_answer`) per dumped prompt, for the trainer's `data.prompts` (under
 replay the trainer takes its prompts from the dump; the file only has to exist and parse).
 
-One prompt group in eight is all correct, one in eight all wrong and the rest mixed (at
-least one correct and one wrong sample; n=1 gives correct or wrong groups only), so the trajectory filter keeps most prompts and drops
-some, as in a real run. A wrong sample is "truncated" (finish reason "length", at the longest
+One prompt group in eight is all correct, one in eight all wrong and the rest mixed (at least
+one correct and one wrong sample; n=1 gives correct or wrong groups only), so the trajectory
+filter keeps most prompts and drops some, as in a real run. A wrong sample is "truncated" (finish reason "length", at the longest
 response length) one time in five, else "wrong" or "no_answer"; correct samples stop. Token ids
 are uniform in [0, vocab_size); log-probs are fp32 draws of -Exponential(1); rewards follow the
 default objective (`rewards_from_verdicts` with `ObjectiveConfig()`); texts are empty.
