@@ -71,3 +71,33 @@ def test_frozen_steps_consume_the_warm_up(model_and_optim):
     assert metrics["x_lr"] == pytest.approx(reference_lr(frozen + 1), rel=1e-12)
     assert used == pytest.approx(reference_lr(frozen + 1), rel=1e-4)
     assert reference_lr(frozen + 1) < PEAK  # just past the peak: the cosine has begun
+
+
+def test_a_backward_after_an_optimizer_step_is_counted_once(model_and_optim):
+    """After an fp32 megatron optimizer step `param.grad` aliases `param.main_grad`; without
+    zero_grads dropping it the next backward landed in main_grad twice (autograd accumulating into the
+    alias, then DDP's hook adding it). The same micro-batch must give the same gradient before and
+    after a step (LR 0 keeps the weights)."""
+    from oreal_mega.models.ddp import finalize_grads, zero_grads
+    from oreal_mega.models.pipeline import forward_backward, pack
+    from oreal_mega.trainer.optim import optimizer_step
+
+    chunks, (optimizer, scheduler) = model_and_optim
+    for group in optimizer.param_groups:
+        group["lr"], group["max_lr"], group["min_lr"] = 0.0, 0.0, 0.0
+    ids = torch.arange(3, 40)
+    batch = pack([ids], len(ids), {"labels": [torch.roll(ids, -1)]})
+
+    def loss_fn(hidden, model, mb):
+        loss = (hidden.float() ** 2).mean()
+        return loss, {"loss": loss.detach()}
+
+    grads = []
+    for _ in range(3):
+        zero_grads(chunks)
+        forward_backward(chunks, [batch], loss_fn)
+        finalize_grads(chunks)
+        grads.append(torch.cat([b.grad_data.clone() for b in chunks[0].buffers]))
+        optimizer_step((optimizer, scheduler), "x_")
+    assert grads[0].abs().sum() > 0
+    assert torch.equal(grads[1], grads[0]) and torch.equal(grads[2], grads[0])

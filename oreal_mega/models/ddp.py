@@ -15,8 +15,15 @@ def wrap_ddp(chunks: list[torch.nn.Module], distributed_optimizer: bool = False)
 
 
 def zero_grads(chunks: list[DistributedDataParallel]) -> None:
+    """Zero the fp32 grad buffers and drop every `param.grad`. The fp32 megatron optimizer leaves
+    `param.grad` aliasing `param.main_grad` after a step; autograd would then accumulate the next
+    backward into main_grad itself and DDP's hook add it a second time (measured: the first
+    micro-batch of every step after the first counted twice; a resumed run, whose first step had no
+    alias, got half the uninterrupted run's gradient)."""
     for chunk in chunks:
         chunk.zero_grad_buffer()
+        for param in chunk.parameters():
+            param.grad = None
 
 
 def finalize_grads(chunks: list[DistributedDataParallel]) -> None:
