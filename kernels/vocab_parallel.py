@@ -25,16 +25,24 @@ def all_reduce_stats(m, s, a, target, group):
     return top, sums[0], sums[1], sums[2]
 
 
+_SHARD_RANGES: dict[tuple[int, object], tuple[int, int]] = {}
+
+
 def shard_range(vocab_local: int, group, device) -> tuple[int, int]:
-    """(first global id of this rank's shard, global vocab size); shards are contiguous blocks by rank."""
+    """(first global id of this rank's shard, global vocab size); shards are contiguous blocks by rank.
+    Collective the first time for a (local size, group): the answer is kept, so later calls (one per
+    micro-batch and pass) cost no all-reduce and no host sync."""
     if group is None:
         return 0, vocab_local
-    sizes = torch.zeros(dist.get_world_size(group), dtype=torch.int64, device=device)
-    sizes[dist.get_rank(group)] = vocab_local
-    dist.all_reduce(sizes, group=group)
-    sizes = sizes.tolist()
-    rank = dist.get_rank(group)
-    return sum(sizes[:rank]), sum(sizes)
+    key = (vocab_local, group)
+    if key not in _SHARD_RANGES:
+        sizes = torch.zeros(dist.get_world_size(group), dtype=torch.int64, device=device)
+        sizes[dist.get_rank(group)] = vocab_local
+        dist.all_reduce(sizes, group=group)
+        sizes = sizes.tolist()
+        rank = dist.get_rank(group)
+        _SHARD_RANGES[key] = (sum(sizes[:rank]), sum(sizes))
+    return _SHARD_RANGES[key]
 
 
 def all_reduce_sum_(tensor: torch.Tensor, group) -> torch.Tensor:

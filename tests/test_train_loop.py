@@ -140,6 +140,41 @@ def test_distributed_optimizer_checkpoint_resumes_exactly(setup, tmp_path):
             assert resumed[step].get(key) == full[step].get(key), (step, key)
 
 
+LEARNER = ["pass_rate", "kept_samples", "loss", "kl", "entropy", "trm_loss", "trm_accuracy", "trm_grad_norm",
+           "policy_grad_norm", "rollout_logp_gap_mean", "rollout_logp_gap_max", "response_len_mean"]
+
+
+def test_a_replayed_dump_reproduces_the_learner_metrics_without_vllm(setup, tmp_path):
+    """rollout.dump_dir writes every step's samples and verdicts; rollout.engine=replay trains on them
+    in a process where vLLM cannot be imported, with the same learner metrics step by step."""
+    _, config = setup
+    dumps = tmp_path / "dumps"
+    torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path / 'live'}", "train.steps=3",
+                                        f"rollout.dump_dir={dumps}", "train.save_every=0"])
+    assert sorted(p.name for p in dumps.iterdir()) == [f"step_{s:06d}.jsonl" for s in range(3)]
+    output = torchrun("-m oreal_mega.testing.no_vllm train", 1,
+                      [config, f"train.out_dir={tmp_path / 'replay'}", "train.steps=3", "rollout.engine=replay",
+                       f"rollout.replay_dir={dumps}", "train.save_every=0"])
+    assert "weight sync, parity probe and evaluation are skipped" in output
+    live, replayed = _metrics(tmp_path / "live"), _metrics(tmp_path / "replay")
+    assert sorted(replayed) == [0, 1, 2] and "loss" in replayed[2]
+    for step in (0, 1, 2):
+        for key in LEARNER:
+            assert replayed[step].get(key) == live[step].get(key), (step, key)
+        assert "sync_seconds" not in replayed[step] and "parity_max_abs" not in replayed[step]
+
+
+def test_one_temperature_for_reference_actor_and_parity(setup, tmp_path):
+    """At temperature 0.7 the reference is scored at the actor's temperature (KL 0 before the first
+    update: the actor is frozen at step 0) and the parity probe stays at fp32 noise."""
+    _, config = setup
+    torchrun("-m oreal_mega train", 1, [config, f"train.out_dir={tmp_path}", "train.steps=2",
+                                        "rollout.temperature=0.7", "train.save_every=0"])
+    metrics = _metrics(tmp_path)
+    assert metrics[1]["kl"] < 1e-10  # weights untouched so far; before the fix the reference was at T=1
+    assert metrics[1]["parity_max_abs"] <= 1e-3 and metrics[0]["parity_max_abs"] <= 1e-3
+
+
 def test_injected_nan_is_skipped_and_logged(setup, tmp_path):
     _, config = setup
     output = torchrun("-m oreal_mega.testing.faults --nan-grads-at 1", 1,

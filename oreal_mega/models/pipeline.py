@@ -79,7 +79,7 @@ def forward_backward(chunks: list[torch.nn.Module], micro_batches: list[MicroBat
 
         def loss_func(output):
             loss, metrics = loss_fn(output.squeeze(1), _unwrap(model), mb)
-            return loss, torch.tensor(1, dtype=torch.int), metrics
+            return loss, torch.ones((), dtype=torch.int, device=device), metrics
 
         return hidden, loss_func
 

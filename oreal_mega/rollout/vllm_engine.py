@@ -87,14 +87,11 @@ def _import_vllm(cpu_kv_cache_gib: int):
 
 def _distributed_layout(rollout_tp: int) -> tuple[int, int]:
     """(replica index, replica count) of this rank; (0, 1) outside torchrun."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        if rollout_tp != 1:
-            raise ValueError(f"rollout_tp={rollout_tp} needs a torchrun world of rollout_tp "
-                             "processes or a multiple of it; this process has none")
-        return 0, 1
-    world, rank = torch.distributed.get_world_size(), torch.distributed.get_rank()
+    initialized = torch.distributed.is_available() and torch.distributed.is_initialized()
+    world, rank = (torch.distributed.get_world_size(), torch.distributed.get_rank()) if initialized else (1, 0)
     if world % rollout_tp:
-        raise ValueError(f"world size {world} is not a multiple of rollout_tp={rollout_tp}")
+        raise ValueError(f"rollout_tp={rollout_tp} needs a torchrun world of rollout_tp processes or a "
+                         f"multiple of it; this one has {world}")
     return rank // rollout_tp, world // rollout_tp
 
 

@@ -22,6 +22,8 @@ class Trajectory:
     advantage: float
     pass_rate: float
     rollout_logprobs: list[float] | None = None  # the rollout engine's log-prob of each response token
+    prompt: int = -1  # index of its prompt within the step (pairs a positive with its negative)
+    first_error: int = -1  # the task oracle's first erroneous response token; -1: none located
 
     @property
     def length(self) -> int:
@@ -51,6 +53,7 @@ def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length:
             "is_positive": torch.tensor([t.is_positive for t in chosen], dtype=torch.bool),
             "advantage": torch.tensor([t.advantage for t in chosen], dtype=torch.float32),
             "pass_rate": torch.tensor([t.pass_rate for t in chosen], dtype=torch.float32),
+            "first_error": torch.tensor([t.first_error for t in chosen], dtype=torch.long),
         }
         out.append(mb)
     return out

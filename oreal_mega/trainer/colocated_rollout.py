@@ -1,19 +1,27 @@
-"""The trainer-side Rollout when the vLLM engine lives in the training processes (one engine per
+"""The trainer-side Rollout when the engine lives in the training processes (one vLLM engine per
 rank, asleep while the learner runs). Per step: the prompt schedule's prompts → vLLM samples →
 verdicts from the verifier pool on global rank 0, broadcast to every rank → rewards, advantages
-over all K samples of a prompt, selection → a `StepBatch`. After the update it takes the new
-weights (sync + parity probe) and runs the periodic held-out evaluation."""
+over all K samples of a prompt, selection → a `StepBatch` (and, with `rollout.dump_dir`, the
+step's rollout dump). After the update it takes the new weights (wake the weights → sync → wake the
+KV cache → parity probe) and runs the periodic held-out evaluation.
+
+With `rollout.engine: replay` the engine serves a dump instead (no vLLM, no policy): prompts,
+samples and verdicts all come from `rollout.replay_dir`, and sync, parity and evaluation are
+skipped, so the learner side runs where vLLM is not installed."""
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from oreal_mega.objective import advantages, rewards_from_verdicts, select_trajectories
+from oreal_mega.errors import UserError
+from oreal_mega.objective import Rewards, advantages, rewards_from_verdicts, select_trajectories
 from oreal_mega.rollout import SamplingConfig
 from oreal_mega.rollout.base import Sample
+from oreal_mega.rollout.dump import StepGroup, write_step
 from oreal_mega.rollout.parity import check_parity, trainer_fingerprints
 from oreal_mega.rollout.prompts import encode_prompts, read_prompts
+from oreal_mega.tasks.oracle import correct_solutions, first_error_token, response_token_texts
 from oreal_mega.trainer.batch import Trajectory
 from oreal_mega.trainer.contract import PolicyWeights, StepBatch
 from oreal_mega.trainer.guards import ZeroRewardWatch
@@ -32,20 +40,21 @@ class ColocatedRollout:
     def __init__(self, cfg, topo):
         from transformers import AutoTokenizer
 
-        from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
-        from oreal_mega.verifier import VerifierPool
-
         self.cfg = cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
         records = read_prompts(Path(cfg.data.prompts))
         self.schedule = PromptSchedule(records, cfg.data.prompts_per_step, cfg.objective,
                                        cfg.data.difficulty_balance, cfg.seed, cfg.data.prompts)
-        self.engine = VLLMRolloutEngine(
-            cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed, max_model_len=cfg.rollout.max_model_len,
-            bucket_bytes=cfg.rollout.bucket_mb << 20, rollout_tp=cfg.rollout.rollout_tp,
-            cpu_kv_cache_gib=cfg.rollout.cpu_kv_cache_gib, sleep_level=cfg.rollout.sleep_level or 1,
-            gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
-        self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s) if topo.is_main else None
+        self.engine = _build_engine(cfg)
+        self.live = self.engine.samples_from_policy  # False under replay
+        self.pool = None
+        if self.live and topo.is_main:
+            from oreal_mega.verifier import VerifierPool
+
+            self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s)
+        if not self.live and topo.is_main:
+            print(f"rollout.engine=replay: samples and verdicts from {cfg.rollout.replay_dir}; weight sync, "
+                  "parity probe and evaluation are skipped", flush=True)
         self.probe_ids = self._encode(records[:1])[0]  # a fixed probe: the first prompt of the file
         self.zero_reward = ZeroRewardWatch(cfg.train.zero_reward_warn_steps)
 
@@ -59,21 +68,52 @@ class ColocatedRollout:
                               stop_token_ids=(self.tokenizer.eos_token_id,))
 
     def collect(self, step: int) -> StepBatch:
-        records = self.schedule.for_step(step)
-        groups, verifier_counts = self._generate_and_verify(self._encode(records), [r.gold for r in records],
-                                                            self._sampling(step))
+        records = []
+        if self.live:
+            records = self.schedule.for_step(step)
+            prompt_ids, golds = self._encode(records), [r.gold for r in records]
+        else:
+            prompt_ids, golds = self.engine.prompts_for_step(step)
+        samples = self.engine.generate(prompt_ids, self._sampling(step), step=step)
+        statuses, verifier_counts = self._judge(samples, golds, step)
+        groups = [PromptGroup(ids, gold, group, verdicts)
+                  for ids, gold, group, verdicts in zip(prompt_ids, golds, samples, statuses)]
         if self.cfg.rollout.sleep_level:  # free vLLM's GPU memory for training (no-op on CPU)
             self.engine.sleep()
-        trajectories, metrics = select(groups, self.cfg.objective, self.cfg.seed, step)
+        rewards = rewards_from_verdicts([v for g in groups for v in g.verdicts], len(samples[0]), self.cfg.objective)
+        if self.cfg.rollout.dump_dir:
+            write_step(self.cfg.rollout.dump_dir, step,
+                       [StepGroup(g.prompt_ids, g.gold, g.samples, g.verdicts, row)
+                        for g, row in zip(groups, rewards.rewards.tolist())])
+        trajectories, metrics = select(groups, rewards, self.cfg.objective, self.cfg.seed, step,
+                                       self._oracle(records, groups))
         metrics.update({f"verifier_{k}": v for k, v in verifier_counts.items()})
         self.zero_reward.observe(metrics["pass_rate"], step)
         tokens = sum(len(g.prompt_ids) + len(s.token_ids) for g in groups for s in g.samples)
         return StepBatch(step, trajectories, metrics, tokens)
 
-    def _generate_and_verify(self, prompt_ids: list[list[int]], golds: list[str],
-                             sampling: SamplingConfig) -> tuple[list[PromptGroup], dict]:
-        """Generate and judge; returns the groups and the verifier's counters of this call."""
-        samples = self.engine.generate(prompt_ids, sampling)
+    def _oracle(self, records, groups: list[PromptGroup]):
+        """(prompt, sample) → the task oracle's first erroneous response token (-1: none located),
+        for prompt records that carry their canonical solution (the synthetic task's); else None."""
+        if not all(_has_task_solution(r) for r in records) or not records:
+            if self.cfg.objective.token_weights == "oracle":
+                raise UserError("objective.token_weights=oracle needs prompt records with the synthetic task's "
+                                f"'solution' (its rl_prompts.jsonl); {self.cfg.data.prompts} has none")
+            return None
+
+        def locate(p: int, j: int) -> int:
+            sample = groups[p].samples[j]
+            found = first_error_token(records[p].extra["solution"],
+                                      response_token_texts(self.tokenizer, sample.token_ids),
+                                      sample.finish_reason == "stop")
+            return -1 if found is None else found
+        return locate
+
+    def _judge(self, samples: list[list[Sample]], golds: list[str], step: int) -> tuple[list[list[str]], dict]:
+        """Verifier statuses per prompt and sample, and the verifier's counters of this call: judged
+        by the pool on global rank 0 and broadcast, or (replay) read from the dump."""
+        if not self.live:
+            return self.engine.verdicts_for_step(step), {}
         flat = [s for group in samples for s in group]
         payload = [None]
         if dist.get_rank() == 0:
@@ -85,16 +125,19 @@ class ColocatedRollout:
             payload = [([v.status for v in verdicts], {k: after[k] - before.get(k, 0) for k in after})]
         dist.broadcast_object_list(payload, src=0)
         statuses, counters = payload[0]
-        groups, i = [], 0
-        for ids, gold, group in zip(prompt_ids, golds, samples):
-            groups.append(PromptGroup(ids, gold, group, statuses[i:i + len(group)]))
-            i += len(group)
-        return groups, counters
+        starts = [sum(len(group) for group in samples[:i]) for i in range(len(samples))]
+        return [statuses[start:start + len(group)] for start, group in zip(starts, samples)], counters
 
     def load_weights(self, policy: PolicyWeights, step: int | None) -> dict:
+        """Wake the engine's weights, sync, then wake its KV cache (so the weights and the KV cache are
+        never both held while the trainer's memory is being returned), then the parity probe."""
+        if not self.live:
+            return {}
         if self.cfg.rollout.sleep_level:
-            self.engine.wake()
+            self.engine.wake(("weights",))
         stats = self.engine.update_weights(policy.hf_tensors())
+        if self.cfg.rollout.sleep_level:
+            self.engine.wake(("kv_cache",))
         metrics = {"sync_seconds": stats.seconds, "sync_gb": stats.bytes / 1e9, "sync_buckets": stats.buckets}
         every = self.cfg.rollout.parity_every
         if step is not None and every and (step + 1) % every == 0:
@@ -119,7 +162,7 @@ class ColocatedRollout:
         from oreal_mega.evaluation.evaluate import evaluate
 
         train = self.cfg.train
-        if not train.eval_every or (step + 1) % train.eval_every:
+        if not self.live or not train.eval_every or (step + 1) % train.eval_every:
             return {}
         result = evaluate(self.engine, Path(train.eval_data), tokenizer=self.tokenizer, k=0,
                           max_tokens=self.cfg.rollout.max_tokens, system_prompt=self.cfg.data.system_prompt,
@@ -132,11 +175,34 @@ class ColocatedRollout:
         self.engine.shutdown()
 
 
-def select(groups: list[PromptGroup], cfg, seed: int, step: int) -> tuple[list[Trajectory], dict]:
-    """Rewards, advantages over all K samples of each prompt, then the trajectory filter / pair
-    selection (seeded by the step, identical on every rank); returns the kept trajectories."""
+def _has_task_solution(record) -> bool:
+    """Whether the record carries a canonical solution the synthetic task's oracle can read."""
+    try:
+        return bool(correct_solutions(record.extra.get("solution") or ""))
+    except ValueError:
+        return False
+
+
+def _build_engine(cfg):
+    r = cfg.rollout
+    if r.engine == "replay":
+        from oreal_mega.rollout.replay_engine import ReplayRolloutEngine
+
+        return ReplayRolloutEngine(r.replay_dir)
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+
+    return VLLMRolloutEngine(cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed, max_model_len=r.max_model_len,
+                             bucket_bytes=r.bucket_mb << 20, rollout_tp=r.rollout_tp,
+                             cpu_kv_cache_gib=r.cpu_kv_cache_gib, sleep_level=r.sleep_level or 1,
+                             gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager)
+
+
+def select(groups: list[PromptGroup], rewards: Rewards, cfg, seed: int, step: int,
+           first_error=None) -> tuple[list[Trajectory], dict]:
+    """Advantages over all K samples of each prompt, then the trajectory filter / pair selection
+    (seeded by the step, identical on every rank); returns the kept trajectories and the metrics.
+    `first_error(prompt, sample)`, when given, marks each kept wrong trajectory's first error."""
     k = len(groups[0].samples)
-    rewards = rewards_from_verdicts([v for g in groups for v in g.verdicts], k, cfg)
     adv = advantages(rewards.rewards, cfg.advantage_type)
     generator = torch.Generator().manual_seed(cfg.selection_seed + seed * 7_919 + step)
     kept = select_trajectories(rewards.is_correct, cfg, generator).tolist()
@@ -144,8 +210,10 @@ def select(groups: list[PromptGroup], cfg, seed: int, step: int) -> tuple[list[T
     for flat in kept:
         p, j = divmod(flat, k)
         sample = groups[p].samples[j]
-        trajectories.append(Trajectory(groups[p].prompt_ids, sample.token_ids, bool(rewards.is_correct[p, j]),
-                                       float(adv[p, j]), float(rewards.pass_rate[p]), sample.logprobs.tolist()))
+        correct = bool(rewards.is_correct[p, j])
+        error = first_error(p, j) if first_error is not None and not correct else -1
+        trajectories.append(Trajectory(groups[p].prompt_ids, sample.token_ids, correct, float(adv[p, j]),
+                                       float(rewards.pass_rate[p]), sample.logprobs.tolist(), p, error))
     lengths = torch.tensor([len(s.token_ids) for g in groups for s in g.samples], dtype=torch.float32)
     metrics = {
         "pass_rate": rewards.is_correct.float().mean().item(),

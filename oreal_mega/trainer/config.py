@@ -34,8 +34,14 @@ class DataConfig:
     difficulty_balance: bool = True  # repeat prompts 6/4/4/2 by pass_rate bucket, drop ≥ 0.8
 
 
+ENGINES = ("vllm", "replay")
+
+
 @dataclass
 class RolloutConfig:
+    engine: str = "vllm"  # vllm: sample from the live policy | replay: serve replay_dir's dumped steps
+    replay_dir: str | None = None  # rollout dumps to replay (engine: replay)
+    dump_dir: str | None = None  # write each step's prompts, samples, log-probs, verdicts, rewards here
     n: int = 16  # samples per prompt (K)
     temperature: float = 1.0
     top_p: float = 0.9
@@ -49,6 +55,7 @@ class RolloutConfig:
     cpu_kv_cache_gib: int = 1
     parity_every: int = 1  # steps between parity probes (0: never)
     parity_threshold: float = 0.05  # max |Δ log-prob| between vLLM and trainer before stopping
+    enforce_eager: bool | None = None  # None: CUDA graphs on GPU, eager on CPU (vLLM compiles otherwise)
 
 
 @dataclass
@@ -156,6 +163,11 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
         _check_problems("train.eval_data", cfg.train.eval_data, source, "an eval problem")
     if cfg.rollout.sleep_level not in (0, 1, 2):
         raise UserError(f"rollout.sleep_level in {source}: {cfg.rollout.sleep_level} is not 0, 1 or 2")
+    if cfg.rollout.engine not in ENGINES:
+        raise UserError(f"rollout.engine in {source}: {cfg.rollout.engine!r} is not one of {', '.join(ENGINES)}")
+    if cfg.rollout.engine == "replay" and not (cfg.rollout.replay_dir and Path(cfg.rollout.replay_dir).is_dir()):
+        raise UserError(f"rollout.replay_dir in {source}: engine 'replay' needs a directory of rollout dumps, "
+                        f"got {cfg.rollout.replay_dir!r}")
 
 
 def validate_sft(cfg: SFTConfig, source: str = "config") -> None:

@@ -7,6 +7,7 @@ token-RM (ω± from its pre-update forward, then its own update) → the policy 
 loss, and returns the step's statistics. `policy_weights()` is what the Rollout syncs from."""
 from collections.abc import Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 
 import torch
 import torch.distributed as dist
@@ -16,9 +17,9 @@ from oreal_mega.models.builder import DTYPES
 from oreal_mega.models.ddp import finalize_grads, wrap_ddp, zero_grads
 from oreal_mega.models.flops import model_flops, peak_flops
 from oreal_mega.models.offload import Parked
-from oreal_mega.objective import global_counts, token_weights
+from oreal_mega.objective import global_counts, pair_accuracy
 from oreal_mega.packing import plan_dp_microbatches
-from oreal_mega.trainer.batch import Trajectory, micro_batches, packed_responses, pad_to
+from oreal_mega.trainer.batch import Trajectory, micro_batches
 from oreal_mega.trainer.contract import StepBatch
 from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import PhaseTimes, sum_metric
@@ -30,13 +31,19 @@ from oreal_mega.weights.hf_load import build_from_hf
 from oreal_mega.weights.model_checkpoint import save_model_checkpoint
 
 
+def _schedule(optim_cfg, cfg):
+    """`optim_cfg` with the LR schedule's length: its own total_steps, or train.steps when that is 0."""
+    return optim_cfg if optim_cfg.total_steps else replace(optim_cfg, total_steps=cfg.train.steps)
+
+
 class Learner:
     def __init__(self, cfg, arch, device: torch.device):
         self.cfg, self.arch = cfg, arch
         dtype = DTYPES[cfg.model.dtype]
         self.policy = wrap_ddp(build_from_hf(arch, cfg.model),
                                distributed_optimizer=cfg.optim.distributed_optimizer)
-        self.policy_optimizer, self.policy_scheduler = build_optimizer(self.policy, cfg.optim, dtype)
+        self.policy_optimizer, self.policy_scheduler = build_optimizer(self.policy, _schedule(cfg.optim, cfg),
+                                                                       dtype)
         self.reference = build_from_hf(arch, cfg.model)
         for chunk in self.reference:
             chunk.eval()
@@ -45,7 +52,7 @@ class Learner:
         if cfg.objective.token_weights != "none":
             self.token_rm = wrap_ddp(to_token_rm(build_from_hf(arch, cfg.model)),
                                      distributed_optimizer=cfg.rm_optim.distributed_optimizer)
-            self.rm_optimizer, self.rm_scheduler = build_optimizer(self.token_rm, cfg.rm_optim, dtype)
+            self.rm_optimizer, self.rm_scheduler = build_optimizer(self.token_rm, _schedule(cfg.rm_optim, cfg), dtype)
         self.parked: dict[str, Parked] = {}  # "reference" / "token_rm" when offloaded between uses
         if cfg.model.offload_reference:
             self.parked["reference"] = Parked(self.reference)
@@ -74,18 +81,14 @@ class Learner:
         if not batch.trajectories:
             return {}
         step, trajectories = batch.step, batch.trajectories
-        mbs, length = self._micro_batches(trajectories)
+        mbs = self._micro_batches(trajectories)
         counts = global_counts(torch.tensor([len(tr.response_ids) for tr in trajectories]),
                                torch.tensor([tr.is_positive for tr in trajectories]))
         stats = {}
         with times.phase("reference"), self.on_device("reference"):
-            ref_logps = sequence_logprobs(self.reference, mbs, self.tp_group)
+            ref_logps = sequence_logprobs(self.reference, mbs, self.tp_group, self.cfg.rollout.temperature)
         with times.phase("token_rm"):
-            if self.token_rm is None:
-                weights = [pad_to(token_weights(None, packed_responses(mb), self.cfg.objective), length)
-                           for mb in mbs]
-            else:
-                weights = self._token_rm_update(mbs, counts, step, stats)
+            weights = None if self.token_rm is None else self._token_rm_update(mbs, counts, step, stats, trajectories)
         with times.phase("train"):
             if self.cfg.objective.actor_is_frozen(step):
                 self.policy_scheduler.step(1)  # the warm-up runs during the frozen steps, as in the paper
@@ -100,9 +103,9 @@ class Learner:
         dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
         plan = plan_dp_microbatches([tr.length for tr in trajectories], dp, self.cfg.train.micro_batch_tokens)
         length = max(sum(trajectories[i].length for i in mb) for rank in plan for mb in rank)
-        return micro_batches(trajectories, plan[dp_rank] or [[]], length), length
+        return micro_batches(trajectories, plan[dp_rank] or [[]], length)
 
-    def _token_rm_update(self, mbs, counts, step: int, stats: dict) -> list[torch.Tensor]:
+    def _token_rm_update(self, mbs, counts, step: int, stats: dict, trajectories) -> list[torch.Tensor]:
         with self.on_device("token_rm"):
             zero_grads(self.token_rm)
             out = token_rm_step(self.token_rm, mbs, counts, self.cfg.objective)
@@ -110,8 +113,27 @@ class Learner:
             if self.guard.finite(out, self.token_rm, step, "token-RM"):
                 stats.update(optimizer_step((self.rm_optimizer, self.rm_scheduler), "trm_"))
         stats.update(trm_loss=sum_metric(out, "loss"),
-                     trm_accuracy=sum_metric(out, "correct") / max(counts.sequences, 1))
+                     trm_accuracy=sum_metric(out, "correct") / max(counts.sequences, 1),
+                     **self._rm_diagnostics(out, trajectories))
         return [m["weights"] for m in out]
+
+    def _rm_diagnostics(self, out: list[dict], trajectories: list[Trajectory]) -> dict:
+        """Collective. trm_pair_accuracy: how often the RM's sequence logit ranks a prompt's positive
+        above its negative; trm_error_auc: how well its q drops at the task oracle's first error
+        (objective/rm_diagnostics.py), when the oracle located errors this step."""
+        scores = torch.zeros(len(trajectories), dtype=torch.float64,
+                             device=torch.cuda.current_device() if torch.cuda.is_available() else "cpu")
+        if ps.get_tensor_model_parallel_rank() == 0:  # every TP rank holds the same values
+            for m in out:
+                scores.index_add_(0, m["index"].to(scores.device), m["sequence_logit"].double())
+        dist.all_reduce(scores)  # each kept sequence lives on one DP rank of the last stage
+        wins, pairs = pair_accuracy(scores.cpu(), torch.tensor([t.is_positive for t in trajectories]),
+                                    torch.tensor([t.prompt for t in trajectories]))
+        stats = {"trm_pair_accuracy": (wins / pairs).item()} if pairs > 0 else {}
+        measured = sum_metric(out, "error_responses")
+        if measured:
+            stats.update(trm_error_auc=sum_metric(out, "error_auc_sum") / measured, trm_error_responses=measured)
+        return stats
 
     def _policy_update(self, mbs, ref_logps, weights, counts, step: int) -> dict:
         zero_grads(self.policy)

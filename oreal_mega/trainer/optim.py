@@ -27,7 +27,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     clip_grad: float = 1.0
     warmup_steps: int = 10
-    total_steps: int = 90
+    total_steps: int = 0  # length of the LR schedule; 0: the run's steps (train.steps, or SFT's step count)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8

@@ -6,10 +6,10 @@ from oreal_mega.models.builder import OrealGPTModel
 
 
 class ValueHead(torch.nn.Module):
-    def __init__(self, hidden_size: int, dtype: torch.dtype):
+    def __init__(self, hidden_size: int, dtype: torch.dtype, device: torch.device):
         super().__init__()
         # Zero: σ(0) = ½ makes every ω± start at 0, which is why the actor waits for the RM.
-        self.weight = torch.nn.Parameter(torch.zeros(1, hidden_size, dtype=dtype))
+        self.weight = torch.nn.Parameter(torch.zeros(1, hidden_size, dtype=dtype, device=device))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         """[T, H] → [T] fp32 logits."""
@@ -24,5 +24,8 @@ def to_token_rm(chunks: list[OrealGPTModel]) -> list[OrealGPTModel]:
         if chunk.post_process:
             # replicated over TP (hidden states are), unlike the vocab-parallel LM head it replaces
             chunk.output_layer = None
-            chunk.value_head = ValueHead(chunk.config.hidden_size, chunk.config.params_dtype)
+            # on the chunk's device: the model is already there, and megatron's DDP and optimizer
+            # take the parameters as they find them
+            chunk.value_head = ValueHead(chunk.config.hidden_size, chunk.config.params_dtype,
+                                         next(chunk.parameters()).device)
     return chunks
