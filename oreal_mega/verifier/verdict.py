@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 
 from oreal_mega.verifier.equivalence import answers_equal
-from oreal_mega.verifier.extract import extract_answer
+from oreal_mega.verifier.extract import MAX_BARE_ANSWER_CHARS, final_answer
 
 STATUSES = ("correct", "wrong", "no_answer", "truncated", "timeout", "error")
 
@@ -16,9 +16,9 @@ class Verdict:
 
 
 def gold_answer(gold: str) -> str:
-    """Golds are plain answers; a gold written as a full solution with a box gives its boxed part."""
-    if "\\boxed" in gold or "\\fbox" in gold:
-        return extract_answer(gold) or gold
+    """Golds are plain answers; a gold written as a full solution gives its final answer (boxed or stated)."""
+    if "\\boxed" in gold or "\\fbox" in gold or len(gold) > MAX_BARE_ANSWER_CHARS:
+        return final_answer(gold) or gold
     return gold
 
 
@@ -26,7 +26,7 @@ def verify(response: str, gold: str, *, finished: bool = True) -> Verdict:
     """Judge one response against its gold answer. Never raises on odd content: failures become `error`."""
     if not isinstance(response, str) or not isinstance(gold, str):
         raise TypeError(f"response and gold must be str, got {type(response).__name__}, {type(gold).__name__}")
-    pred = extract_answer(response)
+    pred = final_answer(response)
     if not finished:
         return Verdict(False, "truncated", pred)
     if pred is None:
