@@ -14,19 +14,18 @@ FINAL_REGION_MARKERS = (THINK_END, "<conclude>", "**Final Answer**")
 MAX_STATED_ANSWER_CHARS = 200  # a longer "the answer is ..." sentence is prose, not an answer
 MAX_BARE_ANSWER_CHARS = 100  # a region this short, on one line and with at most MAX_ANSWER_WORDS words, is the answer
 MAX_SENTENCE_CHARS = 1_000  # only this much of a statement's line is read (bounds the regex work)
+MAX_STATEMENT_SEARCH_CHARS = 5_000  # answer statements are looked for at the end of the region only
 MAX_ANSWER_WORDS = 2  # words outside math, e.g. `28 percent`, `12 inches`, `\text{Monday}`
 
 _BOX_START = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BACKSLASH_RUN = re.compile(r"\\+")
 _DOUBLED_COMMAND = re.compile(r"\\\\[a-zA-Z]")
-# boxes in one group are separated only by these: `\boxed{-2} and \boxed{1}`, `\boxed{1}$, $\boxed{2}`
-_BOX_SEPARATOR = re.compile(r"(?:\s|[,;&$]|\\[()\[\]]|\\\\|\\q?quad(?![a-zA-Z])|\\[,;]|"
-                            r"\\text\s*\{\s*(?:and|or)\s*\}|(?<![a-zA-Z])(?:and|or)(?![a-zA-Z]))*")
+_SENTENCE_BREAK = re.compile(r"\n|[.!?](?=\s|$)")  # boxes in one sentence form one group
 # "the final answer is ...", "the solution is ...", "Answer: ...", "Answer $9$"
 _ANSWER_STATEMENT = re.compile(r"(?:final\s+answer|the\s+answer|the\s+solution)\s*(?:is\s*:?|:)|"
                                r"\banswer\s*(?::|(?=\s*(?:\$|\\\(|\\\[)))", re.IGNORECASE)
 # "... $x \geq 5$ is the solution", "$x <= 2$ is our answer": the answer stated before the phrase
-_STATED_BEFORE = re.compile(r"(\$[^$\n]+\$|\\\(.+?\\\))\s+is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b",
+_STATED_BEFORE = re.compile(r"(\$[^$\n]{1,200}\$|\\\([^\n]{1,200}?\\\))\s+is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b",
                             re.IGNORECASE)
 # inline math ($..$, \(..\)) stays on one line; display math ($$..$$, \[..\]) may span lines
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\$[^$\n]*\$|\\\([^\n]*?\\\)", re.DOTALL)
@@ -128,12 +127,13 @@ def _boxes(region: str) -> list[tuple[int, int, str]] | None:
 def _last_box_group(boxes: list[tuple[int, int, str]], region: str) -> tuple[int, str]:
     """(end, answer) of the last group of boxes: a multi-part answer boxed part by part reads as `a, b`.
 
-    Boxes joined only by commas, `and`, `or`, `\\quad` or math delimiters form one group; identical parts count
-    once. Several different guesses boxed side by side therefore read as a list, which a single gold never equals.
+    Boxes in one sentence (no sentence end or line break between them) form one group; identical parts count once.
+    Several different guesses boxed in one sentence therefore read as a list, which a single gold never equals,
+    while a box in an earlier sentence (an intermediate result) is not part of the answer.
     """
     group = [boxes[-1]]
     for box in reversed(boxes[:-1]):
-        if not _BOX_SEPARATOR.fullmatch(region[box[1]:group[0][0]]):
+        if _SENTENCE_BREAK.search(region[box[1]:group[0][0]]):
             break
         group.insert(0, box)
     parts = []
@@ -164,22 +164,24 @@ def _first_sentence(text: str) -> str:
     """Text up to the first line break or sentence end outside math (`$28 \\%$. I hope...` -> `$28 \\%$`)."""
     text = text[:MAX_SENTENCE_CHARS]
     text = text[len(text) - len(text.lstrip(_LEADING_PUNCTUATION)):]
-    end = re.search(r"\n|[.!?](?=\s|$)", _masked(text))
+    end = _SENTENCE_BREAK.search(_masked(text))
     return text[:end.start()] if end else text
 
 
 def _stated_answer(region: str) -> tuple[int, str] | None:
     """(start, answer) of the last "the (final) answer is ..." statement, when what follows reads as an answer."""
-    after = list(_ANSWER_STATEMENT.finditer(region))
-    before = list(_STATED_BEFORE.finditer(region))
+    offset = max(0, len(region) - MAX_STATEMENT_SEARCH_CHARS)
+    tail = region[offset:]
+    after = list(_ANSWER_STATEMENT.finditer(tail))
+    before = list(_STATED_BEFORE.finditer(tail))
     if before and (not after or before[-1].start() > after[-1].start()):
-        return before[-1].start(), before[-1].group(1)
+        return offset + before[-1].start(), before[-1].group(1)
     if not after:
         return None
-    sentence = _first_sentence(region[after[-1].end():])
+    sentence = _first_sentence(tail[after[-1].end():])
     last_is = _LAST_IS.match(_masked(sentence))  # `The largest $n$ is 34` -> `34`
     candidate = _trimmed(sentence[last_is.end():] if last_is else sentence)
-    return (after[-1].start(), candidate) if _answer_like(candidate, MAX_STATED_ANSWER_CHARS) else None
+    return (offset + after[-1].start(), candidate) if _answer_like(candidate, MAX_STATED_ANSWER_CHARS) else None
 
 
 def final_answer(text: str) -> str | None:
@@ -203,7 +205,9 @@ def final_answer(text: str) -> str | None:
 
 def _only_math_of_one_sentence(text: str) -> str | None:
     """A response that is one short sentence around one math span (`The sum is $A + B$.`) answers with that span."""
+    if len(text) > MAX_STATED_ANSWER_CHARS:
+        return None
     spans = list(_MATH_SPAN.finditer(text))
-    if len(spans) != 1 or len(text) > MAX_STATED_ANSWER_CHARS or re.search(r"\n|[.!?]\s", _masked(text)):
+    if len(spans) != 1 or _SENTENCE_BREAK.search(_masked(text)):
         return None
     return spans[0].group(0)

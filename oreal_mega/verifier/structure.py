@@ -25,7 +25,7 @@ _CALL = re.compile(r"(?<=[a-zA-Z])\([^()=]*\)")  # f(2), P(A): the argument is p
 _LABEL_COMMANDS = {"alpha", "beta", "gamma", "delta", "theta", "phi", "lambda", "mu", "omega", "angle",
                    "measuredangle", "triangle", "overline", "overrightarrow", "vec", "hat", "bar", "widehat", "frac",
                    "sigma", "rho", "tau", "psi", "varphi", "epsilon", "Delta", "Omega"}
-_LABEL_CHARS = re.compile(r"(?:[a-zA-Z(),|:{}']|\\[a-zA-Z]+)+")
+_LABEL_CHARS = re.compile(r"(?:[a-zA-Z(),|:{}' ]|\\[a-zA-Z]+)+")
 _CLOCK = re.compile(r"(\d{1,2}):([0-5]\d)(?::([0-5]\d))?((?:[ap]\.?m\.?)?)", re.IGNORECASE)
 
 

@@ -12,7 +12,8 @@ class Verdict:
     correct: bool
     status: str  # one of STATUSES
     pred: str | None  # the extracted answer (None when there was none)
-    message: str = ""  # why, for `error` and `timeout`
+    message: str = ""  # why, for `error` and `timeout` (and the model judge's failures)
+    source: str = "rules"  # "judge" when the optional model judge turned a rule-rejected answer into correct
 
 
 def gold_answer(gold: str) -> str:
