@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from oreal_mega.distributed import ParallelConfig
 from oreal_mega.objective import ObjectiveConfig
 from oreal_mega.trainer.optim import OptimConfig
+from oreal_mega.verifier.judge import JudgeConfig
 
 
 @dataclass
@@ -46,6 +47,9 @@ class RolloutConfig:
 class VerifierConfig:
     workers: int = 8
     timeout_s: float = 10.0
+    # optional model judge for rule-rejected answers (verifier/judge.py): url, model, prompt_template, timeout_s,
+    # concurrency, max_tokens; used by a pool built as VerifierPool(workers, timeout_s, judge=cfg.verifier.judge)
+    judge: JudgeConfig | None = None
 
 
 @dataclass

@@ -96,7 +96,7 @@ class ModelJudge:
         try:
             listing = self._request("GET", "/models", None, time.monotonic() + self.config.timeout_s)
             served = [entry.get("id") for entry in listing.get("data", [])]
-        except (JudgeFailure, JudgeTimeout, AttributeError) as err:
+        except (JudgeFailure, JudgeTimeout, AttributeError, TypeError) as err:  # AttributeError: not a listing
             raise UserError(f"verifier.judge: cannot list models at {self.config.url}/models: {err}") from None
         if self.config.model not in served:
             raise UserError(f"verifier.judge.model {self.config.model!r} is not served at {self.config.url} "
@@ -145,11 +145,12 @@ class ModelJudge:
             payload = None if body is None else json.dumps(body).encode("utf-8")
             connection.request(method, self._base_path + path, body=payload,
                                headers={"Content-Type": "application/json"})
-            connection.sock.settimeout(remaining())
+            sock = connection.sock  # kept: getresponse() drops the connection's reference on `Connection: close`
+            sock.settimeout(remaining())
             response = connection.getresponse()
             chunks = []
             while True:
-                connection.sock.settimeout(remaining())
+                sock.settimeout(remaining())
                 chunk = response.read1(65_536)
                 if not chunk:
                     break
