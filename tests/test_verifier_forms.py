@@ -3,6 +3,8 @@
 Every expectation is a hand judgement of whether a grader should accept `pred` for `gold`; the false-pass probes
 are pairs of different answers that a lenient rule could make equal.
 """
+import time
+
 import pytest
 
 from oreal_mega.verifier import answers_equal, verify
@@ -160,3 +162,32 @@ def test_gold_given_as_a_solution_without_box():
         "Final Answer: The final answer is $28 \\%$. I hope it is correct."
     assert verify("a loss of $\\boxed{28\\%}$", gold).correct
     assert not verify("a loss of $\\boxed{72\\%}$", gold).correct
+
+
+MATRIX = "\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}"
+ADVERSARIAL_NEW_FORMS = {  # the new shapes and fallbacks stay linear-time on hostile input
+    "ratio chain": "\\boxed{" + ":".join(["1"] * 20000) + "}",
+    "relation chain": "\\boxed{" + "<".join(["x"] * 20000) + "}",
+    "approximation chain": "\\boxed{" + "\\approx".join(["1"] * 5000) + "}",
+    "set builder": "\\boxed{\\{x \\mid " + "x<1," * 5000 + "\\}}",
+    "percent words": "\\boxed{" + "1 percent " * 5000 + "}",
+    "double escaped": "\\\\boxed{" + "\\\\frac{1}{2}" * 5000 + "}",
+    "matrix power": "\\boxed{" + MATRIX + "^{4000}}",
+    "matrix product": "\\boxed{" + MATRIX * 300 + "}",
+    "answer-is spam": "the answer is $" * 20000,
+    "unclosed inline math": "\\(" * 50000,
+    "stated-before spam": "$x$ is " * 20000 + "the answer",
+    "long label": "\\boxed{" + "A" * 5000 + "=5}",
+    "long repeating decimal": "\\boxed{0." + "1" * 3000 + "\\overline{" + "9" * 3000 + "}}",
+    "huge clock": "\\boxed{" + "1" * 5000 + ":00}",
+    "unit spam": "\\boxed{5" + " cm" * 5000 + "}",
+    "boxes without end": "\\boxed{1} and \\boxed{" * 20000,
+}
+
+
+@pytest.mark.parametrize("response", ADVERSARIAL_NEW_FORMS.values(), ids=ADVERSARIAL_NEW_FORMS.keys())
+def test_new_forms_on_hostile_input_are_quick_and_not_correct(response):
+    started = time.perf_counter()
+    verdict = verify(response, "1")
+    assert time.perf_counter() - started < 2.0
+    assert not verdict.correct and verdict.status in ("wrong", "no_answer")

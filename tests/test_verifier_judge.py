@@ -262,3 +262,28 @@ def test_real_server_dying_mid_batch(vllm_server):  # last: it kills the module'
     assert counts["judge_failures"] >= 1  # the requests after the kill: connection refused
     dead = [v for v in verdicts if "judge failure" in v.message]
     assert len(dead) == counts["judge_failures"] and all(not v.correct for v in dead)
+
+
+def test_cli_with_a_judge(scripted_server, tmp_path, capsys):
+    from oreal_mega.cli import main
+
+    source = tmp_path / "rollouts.jsonl"
+    source.write_text("\n".join(json.dumps(item) for item in [
+        {"response": "\\boxed{4}", "gold": "4"},
+        {"response": "\\boxed{5}", "gold": "4 say-A", "question": "what is 2+2"},
+        {"response": "\\boxed{5}", "gold": "4 say-B"},
+    ]) + "\n", encoding="utf-8")
+    out = tmp_path / "verdicts.jsonl"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(source), "--out", str(out), "--workers", "1", "--judge-url", scripted_server,
+              "--judge-model", "scripted"])
+    assert exit_info.value.code == 0
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["status"], r["source"]) for r in records] == [
+        ("correct", "rules"), ("correct", "judge"), ("wrong", "rules")]
+    assert "judge_calls: 2  judge_correct: 1  judge_wrong: 1  judge_failures: 0  judge_timeouts: 0" in \
+        capsys.readouterr().out
+    assert any("what is 2+2" in request["messages"][0]["content"] for _, request in ScriptedJudge.requests)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["verify", str(source), "--judge-url", scripted_server])
+    assert exit_info.value.code != 0 and "go together" in capsys.readouterr().err

@@ -112,6 +112,8 @@ def _split_top_level(text: str, separators: tuple[str, ...]) -> list[str]:
 
 
 def _split_keeping_separators(text: str, separators: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    if not any(separator in text for separator in separators):
+        return [text], []
     parts, found, current, depth = [], [], [], 0
     for token in _TOKEN.findall(text):
         if token in _OPENERS:
