@@ -25,6 +25,7 @@ FALSE_PASS_PROBES = [  # undefined / non-finite values equal nothing, not even e
     # clock times compare as times, not as 12/00
     ("12:30", "6:15", N), ("2:30", "1:15", N), ("10:00", "1:00", N), ("12:45", "12:54", N), ("3:00", "3:00", Y),
     ("1:00 pm", "1:00 am", N), ("1:00 p.m.", "13:00", Y), ("9:05", "9:50", N),
+    ("3:00 \\text{ a.m.}", "3:00 \\text{p.m.}", N), ("3:00 \\text{ PM}", "15:00", Y), ("3:00 pm", "3:00", Y),
     # ratios: part by part; proportional only without zero parts and without clock times
     ("2:4", "1:2", Y), ("3:6:9", "1:2:3", Y), ("2:1", "1:2", N), ("1:2:3", "1:2", N), ("0:1", "0:2", N),
     ("3:4", "\\frac{3}{4}", Y), ("4:3", "\\frac{3}{4}", N),

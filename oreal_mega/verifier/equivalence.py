@@ -6,6 +6,7 @@ import sympy
 
 from oreal_mega.verifier import symbolic
 from oreal_mega.verifier.caching import short_args_cache
+from oreal_mega.verifier.extract import answer_text
 from oreal_mega.verifier.normalize import normalize_with_unit
 from oreal_mega.verifier.numeric import numbers_match, parse_number
 from oreal_mega.verifier.structure import (Choice, Equation, Matrix, Ratio, Relation, Scalar, Sequence, Union,
@@ -238,13 +239,14 @@ def _radians_match_degrees(pred: str, gold: str) -> bool:
 
 @short_args_cache()  # rollouts of one prompt often repeat the same answer
 def answers_equal(pred: str, gold: str) -> bool:
-    """True when the predicted answer string equals the gold answer string mathematically.
+    """True when the predicted answer string equals the gold answer string mathematically. A whole solution on
+    either side (with a box, or long) is read for its final answer first (`extract.answer_text`).
 
     Units: two different known units never match (`5\\text{ cm}` vs `5\\text{ m}`); a unit on one side only is
     ignored. The gold decides degrees vs radians: a gold in degrees accepts the same angle in radians, a gold in
     radians refuses a prediction marked in degrees.
     """
-    (pred, pred_unit), (gold, gold_unit) = normalize_with_unit(pred), normalize_with_unit(gold)
+    (pred, pred_unit), (gold, gold_unit) = (normalize_with_unit(answer_text(text)) for text in (pred, gold))
     if pred_unit and gold_unit and pred_unit != gold_unit:
         return False
     if pred_unit == "degree" and gold_unit is None and "\\pi" in gold:

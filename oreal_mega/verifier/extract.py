@@ -20,7 +20,8 @@ MAX_ANSWER_WORDS = 2  # words outside math, e.g. `28 percent`, `12 inches`, `\te
 _BOX_START = re.compile(r"\\(?:boxed|fbox)(?![a-zA-Z])")
 _BACKSLASH_RUN = re.compile(r"\\+")
 _DOUBLED_COMMAND = re.compile(r"\\\\[a-zA-Z]")
-_SENTENCE_BREAK = re.compile(r"\n|[.!?](?=\s|$)")  # boxes in one sentence form one group
+# boxes in one sentence form one group; `5!` is a factorial, not an exclamation
+_SENTENCE_BREAK = re.compile(r"\n|(?:[.?]|(?<![\w)}\]])!)(?=\s|$)")
 # "the final answer is ...", "the solution is ...", "Answer: ...", "Answer $9$"
 _ANSWER_STATEMENT = re.compile(r"(?:final\s+answer|the\s+answer|the\s+solution)\s*(?:is\s*:?|:)|"
                                r"\banswer\s*(?::|(?=\s*(?:\$|\\\(|\\\[)))", re.IGNORECASE)
@@ -31,7 +32,7 @@ _STATED_BEFORE = re.compile(r"(\$[^$\n]{1,200}\$|\\\([^\n]{1,200}?\\\))\s+is\s+(
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\$[^$\n]*\$|\\\([^\n]*?\\\)", re.DOTALL)
 _LAST_IS = re.compile(r".*\bis\b", re.DOTALL)
 _WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
-_PUNCTUATION = " \t\n.,;:!?\"'"  # taken off an answer's end (and, except `.`, its start: `.5` is a number)
+_PUNCTUATION = " \t\n.,;:?\"'"  # taken off an answer's end (and, except `.`, its start: `.5` is a number)
 _LEADING_PUNCTUATION = _PUNCTUATION.replace(".", "")
 
 
@@ -211,3 +212,9 @@ def _only_math_of_one_sentence(text: str) -> str | None:
     if len(spans) != 1 or _SENTENCE_BREAK.search(_masked(text)):
         return None
     return spans[0].group(0)
+
+
+def answer_text(text: str) -> str:
+    """The answer a string gives, for golds and direct comparisons: a plain answer stays as it is, a whole solution
+    gives its final answer (`final_answer`), and text with no recognisable answer is compared as written."""
+    return final_answer(text) or text

@@ -40,6 +40,7 @@ _FONT_COMMANDS = re.compile(
     r"\\(?:mathrm|mathbf|mathit|mathsf|mathbb|boldsymbol|bm|textbf|textit|operatorname)\s*\{([^{}]*)\}")
 _TEXT_GROUP = re.compile(r"\\(?:text|mbox|textnormal)\s*\{([^{}]*)\}(\s*\^\s*\{?\d\}?)?")
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_MERIDIEM_TEXT = re.compile(r"\\(?:text|mbox|textnormal|mathrm)\s*\{\s*([AaPp]\.?\s*[Mm]\.?)\s*\}")  # kept: am vs pm
 # canonical unit -> its spellings; answers in two different known units are different answers
 _UNITS = {
     "mm": ("mm", "millimeter", "millimeters", "millimetre", "millimetres"),
@@ -154,6 +155,7 @@ def normalize_with_unit(answer: str) -> tuple[str, str | None]:
     answer = _unwrap_whole_text(_unwrap_boxes(answer)).replace("\\$", "").replace("$", "")
     answer = _PERCENT_WORD.sub("\\%", answer)
     if "\\" in answer:
+        answer = _MERIDIEM_TEXT.sub(lambda match: match.group(1).replace(" ", ""), answer)
         for pattern, replacement in _RENAMES:
             answer = pattern.sub(replacement, answer)
         answer = _FONT_COMMANDS.sub(r"\1", answer)

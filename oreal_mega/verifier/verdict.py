@@ -2,7 +2,7 @@
 from dataclasses import dataclass
 
 from oreal_mega.verifier.equivalence import answers_equal
-from oreal_mega.verifier.extract import MAX_BARE_ANSWER_CHARS, final_answer
+from oreal_mega.verifier.extract import final_answer
 
 STATUSES = ("correct", "wrong", "no_answer", "truncated", "timeout", "error")
 
@@ -16,13 +16,6 @@ class Verdict:
     source: str = "rules"  # "judge" when the optional model judge turned a rule-rejected answer into correct
 
 
-def gold_answer(gold: str) -> str:
-    """Golds are plain answers; a gold written as a full solution gives its final answer (boxed or stated)."""
-    if "\\boxed" in gold or "\\fbox" in gold or len(gold) > MAX_BARE_ANSWER_CHARS:
-        return final_answer(gold) or gold
-    return gold
-
-
 def verify(response: str, gold: str, *, finished: bool = True) -> Verdict:
     """Judge one response against its gold answer. Never raises on odd content: failures become `error`."""
     if not isinstance(response, str) or not isinstance(gold, str):
@@ -33,7 +26,7 @@ def verify(response: str, gold: str, *, finished: bool = True) -> Verdict:
     if pred is None:
         return Verdict(False, "no_answer", None)
     try:
-        correct = answers_equal(pred, gold_answer(gold))
+        correct = answers_equal(pred, gold)
     except Exception as err:  # reported as status "error" with its message, never swallowed silently
         return Verdict(False, "error", pred, f"{type(err).__name__}: {err}")
     return Verdict(correct, "correct" if correct else "wrong", pred)
