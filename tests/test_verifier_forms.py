@@ -19,6 +19,10 @@ FALSE_PASS_PROBES = [  # undefined / non-finite values equal nothing, not even e
     ("\\frac{\\infty}{\\infty}", "1", N), ("-\\infty", "\\infty", N), ("\\infty", "-\\infty", N),
     ("(-\\infty, 1)", "(-\\infty, 1]", N), ("[1, \\infty)", "(1, \\infty)", N), ("(1,2)", "[1,2]", N),
     ("\\{\\}", "\\{0\\}", N), ("\\emptyset", "0", N), ("\\varnothing", "\\{1\\}", N),
+    ("\\varnothing", "\\emptyset", Y), ("\\{ \\}", "\\emptyset", Y), ("∅", "\\varnothing", Y),
+    # sampling only at positive points would equate these: a negative point separates them
+    ("|x|", "x", N), ("\\sqrt{x^2}", "x", N), ("(x^2)^{1/2}", "x", N), ("\\frac{|x|}{x}", "1", N),
+    ("\\sqrt{x^2}", "|x|", Y), ("x^{2/3}", "\\sqrt[3]{x^2}", Y), ("\\lfloor x \\rfloor", "x", N),
     # comma + space is a list, not a thousands separator
     ("32, 349", "32349", N), ("1, 000", "1000", N), ("12, 345, 678", "12345678", N), ("32,349", "32349", Y),
     ("32,\\! 349", "32349", Y), ("11,\\!111,\\!111,\\!100", "11111111100", Y),

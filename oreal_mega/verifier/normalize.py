@@ -10,7 +10,7 @@ from oreal_mega.verifier.extract import undouble_backslashes
 
 _WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
 _UNICODE = {"−": "-", "–": "-", "×": "\\times ", "·": "\\cdot ", "÷": "\\div ", "π": "\\pi ", "∞": "\\infty ",
-            "≤": "\\leq ", "≥": "\\geq ", "≠": "\\neq ", "°": "^\\circ", "√": "\\sqrt"}
+            "≤": "\\leq ", "≥": "\\geq ", "≠": "\\neq ", "°": "^\\circ", "√": "\\sqrt", "∅": "\\emptyset "}
 # before anything splits at `=`: `<=` is one relation, not an equation
 _ASCII_RELATIONS = re.compile(r"<=|=<|>=|!=|\\lt(?![a-zA-Z])|\\gt(?![a-zA-Z])")
 _ASCII_RELATION_LATEX = {"<=": "\\leq ", "=<": "\\leq ", ">=": "\\geq ", "!=": "\\neq ", "\\lt": "<", "\\gt": ">"}
@@ -27,6 +27,7 @@ _RENAMES = [
     (re.compile(r"\\(?:infinity|inf)(?![a-zA-Z])|(?<![a-zA-Z\\])infinity(?![a-zA-Z])"), r"\\infty"),
     (re.compile(r"\\cup(?![a-zA-Z])|(?<=[\])])\s*U\s*(?=[\[(])"), r"\\cup "),
     (re.compile(r"\\(?:vert|lvert|rvert)(?![a-zA-Z])"), "|"),
+    (re.compile(r"\\varnothing(?![a-zA-Z])|\\\{\s*\\\}"), r"\\emptyset"),  # one spelling of the empty set
 ]
 _PERCENT_WORD = re.compile(r"(?<=[\d}])\s*(?:\\(?:text|mbox|textnormal|mathrm)\s*\{\s*)?"
                            r"(?:percent(?:age)?|per\s+cent|pct)\.?(?:\s*\})?(?![a-zA-Z])")

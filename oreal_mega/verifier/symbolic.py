@@ -88,7 +88,10 @@ def to_sympy(text: str):
 
 
 def _evaluate(expr, values: dict, precision: int = PRECISION):
-    value = expr.evalf(precision, subs=values) if values else expr.evalf(precision)
+    try:
+        value = expr.xreplace({symbol: sympy.Float(v, precision) for symbol, v in values.items()}).evalf(precision)
+    except (TypeError, ValueError, AttributeError, ArithmeticError):  # sympy cannot evaluate it numerically
+        return None
     # a usable value is a finite complex number; evalf leaves unevaluable parts (integrals, nan, oo) in place
     if not all(isinstance(node, _NUMERIC_NODES) for node in sympy.preorder_traversal(value)):
         return None
@@ -116,6 +119,19 @@ def _sample_points(symbols) -> list[dict]:
     ordered = sorted(symbols, key=lambda symbol: symbol.name)
     return [{symbol: _SAMPLE_VALUES[(point * 3 + index) % len(_SAMPLE_VALUES)] for index, symbol in enumerate(ordered)}
             for point in range(_SAMPLE_POINTS)]
+
+
+def _differ_at_negative_point(pred, gold, symbols, rel_tol) -> bool:
+    """True when both sides are real but different with every symbol negative: `|x|` and `\\sqrt{x^2}` are not `x`.
+
+    The positive sample points cannot tell them apart. A point where either side is complex (`x^{2/3}` under
+    sympy's principal branch) or undefined proves nothing and is skipped.
+    """
+    values = {symbol: -value for symbol, value in _sample_points(symbols)[0].items()}
+    pred_value, gold_value = _evaluate(pred, values), _evaluate(gold, values)
+    if pred_value is None or gold_value is None or not (pred_value.is_real and gold_value.is_real):
+        return False
+    return not _close(pred_value, gold_value, rel_tol)
 
 
 def _cheap_to_expand(expr) -> bool:
@@ -153,6 +169,8 @@ def expressions_equal(pred, gold, *, exact: bool, rel_tol: float) -> bool:
         if not _close(pred_value, gold_value, rel_tol):
             return False
         agreeing += 1
+    if symbols and agreeing >= 2 and _differ_at_negative_point(pred, gold, symbols, rel_tol):
+        return False
     return agreeing >= (2 if symbols else 1)
 
 
