@@ -46,7 +46,7 @@ FALSE_PASS_PROBES = [  # undefined / non-finite values equal nothing, not even e
     ("28", "0.28", N), ("28\\%", "0.028", N), ("x\\in(0,1)", "x\\in[0,1)", N), ("(0,1)", "0\\leq f(x)<1", N),
     ("[-2,7]", "-2<x\\leq7", N), ("\\begin{pmatrix}1&2\\\\3&4\\end{pmatrix}", "\\begin{pmatrix}1&3\\\\2&4\\end{pmatrix}", N),
     ("\\begin{pmatrix}1&2\\end{pmatrix}+\\begin{pmatrix}1&2\\end{pmatrix}", "\\begin{pmatrix}2&3\\end{pmatrix}", N),
-    ("\\text{even}", "\\text{odd}", N), ("A", "B", N),
+    ("\\text{even}", "\\text{odd}", N), ("A", "B", N), ("A", "A'", N), ("f(x)", "f'(x)", N), ("5!", "5", N),
 ]
 LABELLED_GOLDS = [
     ("(3,2)", "(p,q)=(3,2)", Y), ("(p,q)=(3,2)", "(3,2)", Y), ("4, 5", "AB=4, CD=5", Y), ("AB=4, CD=5", "4, 5", Y),

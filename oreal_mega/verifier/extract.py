@@ -32,7 +32,7 @@ _STATED_BEFORE = re.compile(r"(\$[^$\n]{1,200}\$|\\\([^\n]{1,200}?\\\))\s+is\s+(
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\$[^$\n]*\$|\\\([^\n]*?\\\)", re.DOTALL)
 _LAST_IS = re.compile(r".*\bis\b", re.DOTALL)
 _WORD = re.compile(r"(?<![\\a-zA-Z])[a-zA-Z]{2,}")
-_PUNCTUATION = " \t\n.,;:?\"'"  # taken off an answer's end (and, except `.`, its start: `.5` is a number)
+_PUNCTUATION = " \t\n.,;:?\""  # taken off an answer's end (and, except `.`, its start: `.5` is a number)
 _LEADING_PUNCTUATION = _PUNCTUATION.replace(".", "")
 
 
