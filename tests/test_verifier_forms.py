@@ -152,6 +152,9 @@ RESPONSES = [  # (response, gold, status)
     ("We have 5 apples and then buy 3 more, so there are eight.", "3", "no_answer"),
     ("There are 12 distinct sequences that meet the conditions, as we showed above in detail.", "12", "no_answer"),
     ("I think it is 4", "4", "no_answer"),
+    ("no box", "4", "no_answer"),  # two words without a number or math are prose, not an answer
+    ("Evelyn", "\\text{Evelyn}", "correct"),
+    ("The answer is not clear.", "\\text{not clear}", "no_answer"),
     ("the answer is \\boxed{\\frac{1", "1", "no_answer"),  # cut inside a box
 ]
 

@@ -32,7 +32,8 @@ def _read_item(path: Path, line_number: int, line: str) -> dict:
             problem = "missing" if key not in item else f"must be a string, got {type(item[key]).__name__}"
             raise ValueError(f"{path}:{line_number}: key {key!r} {problem}")
     if not isinstance(item.get("question", ""), str):
-        raise ValueError(f"{path}:{line_number}: key 'question' must be a string, got {type(item['question']).__name__}")
+        kind = type(item["question"]).__name__
+        raise ValueError(f"{path}:{line_number}: key 'question' must be a string, got {kind}")
     if not isinstance(item.get("finished", True), bool):
         raise ValueError(f"{path}:{line_number}: key 'finished' must be true or false, got {item['finished']!r}")
     return item

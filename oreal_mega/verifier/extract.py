@@ -26,8 +26,8 @@ _SENTENCE_BREAK = re.compile(r"\n|(?:[.?]|(?<![\w)}\]])!)(?=\s|$)")
 _ANSWER_STATEMENT = re.compile(r"(?:final\s+answer|the\s+answer|the\s+solution)\s*(?:is\s*:?|:)|"
                                r"\banswer\s*(?::|(?=\s*(?:\$|\\\(|\\\[)))", re.IGNORECASE)
 # "... $x \geq 5$ is the solution", "$x <= 2$ is our answer": the answer stated before the phrase
-_STATED_BEFORE = re.compile(r"(\$[^$\n]{1,200}\$|\\\([^\n]{1,200}?\\\))\s+is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b",
-                            re.IGNORECASE)
+_STATED_BEFORE = re.compile(
+    r"(\$[^$\n]{1,200}\$|\\\([^\n]{1,200}?\\\))\s+is\s+(?:the|our)\s+(?:final\s+)?(?:answer|solution)\b", re.IGNORECASE)
 # inline math ($..$, \(..\)) stays on one line; display math ($$..$$, \[..\]) may span lines
 _MATH_SPAN = re.compile(r"\$\$.*?\$\$|\\\[.*?\\\]|\$[^$\n]*\$|\\\([^\n]*?\\\)", re.DOTALL)
 _LAST_IS = re.compile(r".*\bis\b", re.DOTALL)
@@ -37,7 +37,7 @@ _LEADING_PUNCTUATION = _PUNCTUATION.replace(".", "")
 
 
 def undouble_backslashes(text: str) -> str:
-    """`\\\\boxed{\\\\frac12}` -> `\\boxed{\\frac12}`: LaTeX that arrived escaped twice (every backslash run is even)."""
+    """`\\\\boxed{\\\\frac12}` -> `\\boxed{\\frac12}`: LaTeX that arrived escaped twice (all backslash runs even)."""
     if "\\\\" not in text or not _DOUBLED_COMMAND.search(text):
         return text
     runs = _BACKSLASH_RUN.findall(text)
@@ -155,10 +155,15 @@ def _trimmed(text: str) -> str:
 
 
 def _answer_like(text: str, max_chars: int) -> bool:
+    """Short, one line, at most MAX_ANSWER_WORDS words outside math -- and several words only beside a number or
+    math (`28 percent`, `$5$ cm`): `Monday` is an answer, `no box` is prose."""
     if not text or len(text) > max_chars:
         return False
     prose = _MATH_SPAN.sub(" ", text)
-    return "\n" not in prose and len(_WORD.findall(prose)) <= MAX_ANSWER_WORDS
+    words = len(_WORD.findall(prose))
+    if "\n" in prose or words > MAX_ANSWER_WORDS:
+        return False
+    return words <= 1 or prose != text or any(char.isdigit() for char in text)
 
 
 def _first_sentence(text: str) -> str:

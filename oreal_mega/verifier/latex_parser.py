@@ -1,9 +1,10 @@
 """A small recursive-descent parser from (normalised) LaTeX scalar expressions to sympy.
 
 It covers what final answers are written in -- numbers, letters, + - * / ^, \\frac, \\sqrt, \\pi, \\binom,
-functions, |.|, !, matrix environments and their sums and products -- in tens of microseconds, and it refuses (TooLarge) to build numbers that would take
-unbounded time or memory to evaluate, such as 9^{9^{9^{9}}}. Anything else raises LatexParseError so that the
-caller can try a fuller parser.
+functions, |.|, !, matrix environments and their sums, products and powers -- in tens of microseconds. It refuses
+(TooLarge) to build numbers that would take unbounded time or memory to evaluate, such as 9^{9^{9^{9}}}, and
+(Undefined) values that do not exist, such as 0^0. Anything else raises LatexParseError so that the caller can try
+a fuller parser.
 """
 import math
 import re
