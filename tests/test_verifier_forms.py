@@ -39,6 +39,7 @@ FALSE_PASS_PROBES = [  # undefined / non-finite values equal nothing, not even e
     # lenient normalisations that must not equate different answers
     ("3m", "3", N), ("x=3", "y=3", N), ("(p,q)=(3,2)", "(p,q)=(2,3)", N), ("(2,3)", "(p,q)=(3,2)", N),
     ("5, 4", "AB=4, CD=5", N), ("AB=5, CD=4", "AB=4, CD=5", N), ("2x=6", "6", N), ("x+y=5", "5", N),
+    ("6", "xy=6", N), ("6", "ab = 6", N),  # a product of small letters is an equation, not a label
     ("\\frac{1}{2}", "\\frac{1}{2}x", N), ("x<1", "x\\leq1", N), ("x>1", "x<1", N), ("-x>-1", "x>1", N),
     ("x\\neq 2", "x=2", N), ("0.\\overline{3}", "0.3", N), ("0.\\overline{3}", "0.33", N),
     ("0.1\\overline{6}", "\\frac{1}{5}", N), ("1,1,2", "1,2,2", N), ("1, 2", "1, 1, 2", N),

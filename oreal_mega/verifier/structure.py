@@ -103,7 +103,10 @@ def is_label(text: str) -> bool:
     bare = _CALL.sub("", _SUBSCRIPT.sub("", text))
     if not _LABEL_CHARS.fullmatch(bare) or not any(char.isalpha() for char in bare):
         return False
-    return all(command[1:] in _LABEL_COMMANDS for command in re.findall(r"\\[a-zA-Z]+", bare))
+    commands = re.findall(r"\\[a-zA-Z]+", bare)
+    # juxtaposed capitals name a segment or an angle (`AB`, `\angle ABC`); juxtaposed small letters (`xy`) multiply
+    juxtaposed = re.findall(r"[a-zA-Z]{2,}", re.sub(r"\\[a-zA-Z]+", " ", bare))
+    return all(command[1:] in _LABEL_COMMANDS for command in commands) and all(run.isupper() for run in juxtaposed)
 
 
 def _split_top_level(text: str, separators: tuple[str, ...]) -> list[str]:
