@@ -44,7 +44,7 @@ def test_timeout_kills_and_replaces_the_worker(tmp_path):
     responses = ["\\boxed{1}", "\\boxed{2}", HANG + str(tmp_path / "a"), "\\boxed{4}", "\\boxed{5}",
                  HANG + str(tmp_path / "b"), "\\boxed{7}", "\\boxed{8}"]
     golds = ["1", "2", "3", "4", "5", "6", "7", "0"]
-    with VerifierPool(num_workers=2, timeout_s=1.0, chunk_size=3, judge=verify_or_hang) as pool:
+    with VerifierPool(num_workers=2, timeout_s=1.0, chunk_size=3, verify_fn=verify_or_hang) as pool:
         pool.verify_batch(["\\boxed{1}"], ["1"])  # wait for start-up so that only the items are timed
         old_pids = pool.worker_pids
         verdicts = pool.verify_batch(responses, golds)
@@ -69,7 +69,7 @@ def _alive(pid: int) -> bool:
 
 def test_worker_killed_from_outside_gives_error_and_is_replaced(tmp_path):
     flag = tmp_path / "stuck"
-    with VerifierPool(num_workers=1, timeout_s=600, chunk_size=1, judge=verify_or_hang) as pool:
+    with VerifierPool(num_workers=1, timeout_s=600, chunk_size=1, verify_fn=verify_or_hang) as pool:
         pid = pool.worker_pids[0]
 
         def kill_when_stuck():
@@ -99,7 +99,7 @@ def test_idle_worker_killed_between_batches_is_replaced_silently():
 
 
 def test_judge_exception_is_an_error_with_its_message():
-    with VerifierPool(num_workers=1, timeout_s=30, judge=verify_or_raise) as pool:
+    with VerifierPool(num_workers=1, timeout_s=30, verify_fn=verify_or_raise) as pool:
         verdicts = pool.verify_batch(["\\boxed{1}", "raise", "\\boxed{2}"], ["1", "1", "2"])
         assert [v.status for v in verdicts] == ["correct", "error", "correct"]
         assert verdicts[1].message == "ValueError: judge exploded on purpose"

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 
 from oreal_mega.bench.machine import print_header
+from oreal_mega.verifier.caching import clear_caches
 from oreal_mega.verifier.pool import VerifierPool
 from oreal_mega.verifier.verdict import verify
 
@@ -109,6 +110,13 @@ def pathological_items() -> dict[str, str]:
     }
 
 
+def verify_with_cold_caches(response: str, gold: str, *, finished: bool = True):
+    """verify() with every cache emptied first: the rate when nothing was seen before (a worker's per-item
+    function, so module level for spawn)."""
+    clear_caches()
+    return verify(response, gold, finished=finished)
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=20_000, help="responses in the timed batch (default 20000)")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
@@ -127,25 +135,35 @@ def run(args) -> int:
     print_header()
     print(f"options: --size {args.size} --workers {args.workers} --timeout {args.timeout:g} --seed {args.seed}")
     sample = min(2_000, args.size)
-    for rollouts, caches in ((1, "every gold new, caches cold"), (ROLLOUTS_PER_PROMPT, "repeats hit the caches")):
+    for rollouts, caches, verify_fn in ((1, "every gold new", verify), (ROLLOUTS_PER_PROMPT, "warm caches", verify),
+                                        (ROLLOUTS_PER_PROMPT, "caches cleared per item", verify_with_cold_caches)):
         responses, golds, finished, expected = make_batch(sample, args.seed + 10 + rollouts, rollouts)
         started = time.perf_counter()
-        verdicts = [verify(r, g, finished=f) for r, g, f in zip(responses, golds, finished)]
+        verdicts = [verify_fn(r, g, finished=f) for r, g, f in zip(responses, golds, finished)]
         _report(f"in-process verify, 1 core, {rollouts} rollout(s)/prompt ({caches})", verdicts, expected,
                 time.perf_counter() - started)
+    _pool_rates(args, "warm caches", verify)
+    _pool_rates(args, "caches cleared per item", verify_with_cold_caches)
+    _pathological_batch(args)
+    return 0
 
-    with VerifierPool(args.workers, args.timeout) as pool:
+
+def _pool_rates(args, caches: str, verify_fn) -> None:
+    with VerifierPool(args.workers, args.timeout, verify_fn=verify_fn) as pool:
         warm = make_batch(256, args.seed + 1)
         started = time.perf_counter()
         pool.verify_batch(warm[0], warm[1], warm[2])
-        print(f"pool start-up + warm-up batch of 256: {time.perf_counter() - started:.2f} s")
+        print(f"pool start-up + warm-up batch of 256 ({caches}): {time.perf_counter() - started:.2f} s")
         for rollouts in (ROLLOUTS_PER_PROMPT, 1):
             responses, golds, finished, expected = make_batch(args.size, args.seed + rollouts, rollouts)
             started = time.perf_counter()
             verdicts = pool.verify_batch(responses, golds, finished)
-            _report(f"VerifierPool({args.workers} workers), {rollouts} rollout(s)/prompt", verdicts, expected,
-                    time.perf_counter() - started)
+            _report(f"VerifierPool({args.workers} workers, {caches}), {rollouts} rollout(s)/prompt", verdicts,
+                    expected, time.perf_counter() - started)
 
+
+def _pathological_batch(args) -> None:
+    with VerifierPool(args.workers, args.timeout) as pool:
         bad = pathological_items()
         normal = make_batch(200, args.seed + 2)
         batch_responses = list(bad.values()) + normal[0]
@@ -160,4 +178,3 @@ def run(args) -> int:
         normal_agree = sum(v.status == e for v, e in zip(verdicts[len(bad):], normal[3]))
         print(f"  normal items agreeing with their labels: {normal_agree}/{len(normal[0])}")
         print(f"  pool counters: {pool.counters()}")
-    return 0

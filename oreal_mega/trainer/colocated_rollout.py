@@ -51,7 +51,7 @@ class ColocatedRollout:
         if self.live and topo.is_main:
             from oreal_mega.verifier import VerifierPool
 
-            self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s)
+            self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s, judge=cfg.verifier.judge)
         if not self.live and topo.is_main:
             print(f"rollout.engine=replay: samples and verdicts from {cfg.rollout.replay_dir}; weight sync, "
                   "parity probe and evaluation are skipped", flush=True)
@@ -75,7 +75,7 @@ class ColocatedRollout:
         else:
             prompt_ids, golds = self.engine.prompts_for_step(step)
         samples = self.engine.generate(prompt_ids, self._sampling(step), step=step)
-        statuses, verifier_counts = self._judge(samples, golds, step)
+        statuses, verifier_counts = self._judge(samples, golds, [r.question for r in records], step)
         groups = [PromptGroup(ids, gold, group, verdicts)
                   for ids, gold, group, verdicts in zip(prompt_ids, golds, samples, statuses)]
         if self.cfg.rollout.sleep_level:  # free vLLM's GPU memory for training (no-op on CPU)
@@ -109,9 +109,11 @@ class ColocatedRollout:
             return -1 if found is None else found
         return locate
 
-    def _judge(self, samples: list[list[Sample]], golds: list[str], step: int) -> tuple[list[list[str]], dict]:
+    def _judge(self, samples: list[list[Sample]], golds: list[str], questions: list[str], step: int
+               ) -> tuple[list[list[str]], dict]:
         """Verifier statuses per prompt and sample, and the verifier's counters of this call: judged
-        by the pool on global rank 0 and broadcast, or (replay) read from the dump."""
+        by the pool on global rank 0 (questions go to the optional model judge) and broadcast, or
+        (replay) read from the dump."""
         if not self.live:
             return self.engine.verdicts_for_step(step), {}
         flat = [s for group in samples for s in group]
@@ -120,7 +122,8 @@ class ColocatedRollout:
             before = self.pool.counters()
             verdicts = self.pool.verify_batch([s.text for s in flat],
                                               [g for g, group in zip(golds, samples) for _ in group],
-                                              [s.finish_reason == "stop" for s in flat])
+                                              [s.finish_reason == "stop" for s in flat],
+                                              [q for q, group in zip(questions, samples) for _ in group])
             after = self.pool.counters()
             payload = [([v.status for v in verdicts], {k: after[k] - before.get(k, 0) for k in after})]
         dist.broadcast_object_list(payload, src=0)

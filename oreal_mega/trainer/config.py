@@ -14,6 +14,7 @@ from oreal_mega.models.hf_config import parse_arch, read_hf_config
 from oreal_mega.objective import ObjectiveConfig
 from oreal_mega.rollout.prompts import read_prompts
 from oreal_mega.trainer.optim import OptimConfig
+from oreal_mega.verifier.judge import JudgeConfig
 
 
 @dataclass
@@ -62,6 +63,9 @@ class RolloutConfig:
 class VerifierConfig:
     workers: int = 8
     timeout_s: float = 10.0
+    # optional model judge for rule-rejected answers (verifier/judge.py): url, model, prompt_template, timeout_s,
+    # concurrency, max_tokens; consulted only for rule-rejected verdicts, counted as verifier_judge_*
+    judge: JudgeConfig | None = None
 
 
 @dataclass

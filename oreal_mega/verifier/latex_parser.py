@@ -1,14 +1,16 @@
 """A small recursive-descent parser from (normalised) LaTeX scalar expressions to sympy.
 
 It covers what final answers are written in -- numbers, letters, + - * / ^, \\frac, \\sqrt, \\pi, \\binom,
-functions, |.|, ! -- in tens of microseconds, and it refuses (TooLarge) to build numbers that would take
-unbounded time or memory to evaluate, such as 9^{9^{9^{9}}}. Anything else raises LatexParseError so that the
-caller can try a fuller parser.
+functions, |.|, !, matrix environments and their sums, products and powers -- in tens of microseconds. It refuses
+(TooLarge) to build numbers that would take unbounded time or memory to evaluate, such as 9^{9^{9^{9}}}, and
+(Undefined) values that do not exist, such as 0^0. Anything else raises LatexParseError so that the caller can try
+a fuller parser.
 """
 import math
 import re
 
 import sympy
+from sympy.matrices.exceptions import NonSquareMatrixError, ShapeError
 
 MAX_DIGITS = 4_000  # largest exact number (decimal digits) we let sympy build; below Python's int-parsing cap
 MAX_NESTING = 60  # deeper brace/parenthesis nesting is refused rather than risking the Python stack
@@ -20,6 +22,10 @@ class LatexParseError(ValueError):
 
 class TooLarge(ValueError):
     """The expression would evaluate to an unreasonably large exact number (or nest too deep)."""
+
+
+class Undefined(ValueError):
+    """The expression has no value (0^0, 0 to a negative power): it equals nothing, not even another one."""
 
 
 _TOKEN = re.compile(r"\s*(?:(?P<num>\d+(?:\.\d*)?|\.\d+)|(?P<cmd>\\[a-zA-Z]+|\\.)|(?P<char>\S))")
@@ -34,6 +40,8 @@ _FUNCTIONS = {
 _INVERSES = {"sin": sympy.asin, "cos": sympy.acos, "tan": sympy.atan}
 _MULTIPLY = {"*", "\\cdot", "\\times"}
 _DIVIDE = {"/", "\\div"}
+_MATRIX_ENVIRONMENTS = {"matrix", "pmatrix", "bmatrix", "Bmatrix", "vmatrix", "array"}
+_ENDS_OF_FACTOR = {"\\rfloor", "\\rceil", "\\\\", "\\end"}  # tokens that close a factor rather than start one
 
 
 def _tokenize(text: str) -> list[tuple[str, str]]:
@@ -55,7 +63,13 @@ def _integer_digits(value: sympy.Rational) -> int:
 
 
 def _checked_power(base, exponent):
-    """base**exponent, refusing exact numbers of more than MAX_DIGITS digits."""
+    """base**exponent, refusing exact numbers of more than MAX_DIGITS digits and the undefined 0^0, 0^-n."""
+    if isinstance(base, sympy.MatrixBase):
+        if not (exponent.is_Integer and 0 < exponent <= MAX_DIGITS):
+            raise LatexParseError("only positive integer powers of a matrix are read")
+        return base ** exponent
+    if base == 0 and exponent.is_nonpositive:
+        raise Undefined(f"0^{exponent} is undefined")
     if base.is_Rational and exponent.is_Rational and base not in (0, 1, -1):
         magnitude = abs(exponent)
         if magnitude > MAX_DIGITS or magnitude * math.log10(_integer_digits(base) * 10) > MAX_DIGITS:
@@ -159,7 +173,7 @@ class _Parser:
             return False
         kind, value = token
         if kind in ("num", "cmd"):
-            return value not in _MULTIPLY and value not in _DIVIDE and value not in ("\\rfloor", "\\rceil")
+            return value not in _MULTIPLY and value not in _DIVIDE and value not in _ENDS_OF_FACTOR
         return value.isalpha() or value in ("(", "{")
 
     def power(self):
@@ -263,7 +277,46 @@ class _Parser:
             return sympy.ceiling(self.group("\\rceil"))
         if name in _FUNCTIONS:
             return self.function(name)
+        if name == "begin":
+            return self.matrix()
         raise LatexParseError(f"unsupported command \\{name}")
+
+    def braced_word(self) -> str:
+        self.expect("{")
+        parts = []
+        while self.peek_value() != "}":
+            parts.append(self.take()[1])
+        self.take()
+        return "".join(parts)
+
+    def matrix(self):
+        """`\\begin{pmatrix} a & b \\\\ c & d \\end{pmatrix}` (also bmatrix, array with its column spec, ...)."""
+        environment = self.braced_word()
+        if environment not in _MATRIX_ENVIRONMENTS:
+            raise LatexParseError(f"unsupported environment {environment!r}")
+        if environment == "array":
+            self.braced_word()
+        rows, row = [], []
+        while True:
+            if self.peek_value() == "\\end":
+                break
+            row.append(self.nested(self.expression))
+            separator = self.take()[1]
+            if separator == "&":
+                continue
+            if separator not in ("\\\\", "\\end"):
+                raise LatexParseError(f"unexpected {separator!r} in a matrix")
+            rows.append(row)
+            row = []
+            if separator == "\\end":
+                self.position -= 1
+                break
+        if row:
+            rows.append(row)
+        self.take()
+        if self.braced_word() != environment or not rows or len({len(r) for r in rows}) != 1:
+            raise LatexParseError("malformed matrix")
+        return sympy.ImmutableMatrix(rows)
 
     def function(self, name: str):
         exponent = base = None
@@ -291,3 +344,5 @@ def parse_latex(text: str):
         return _Parser(text).parse()
     except RecursionError as err:
         raise TooLarge("expression nested too deeply") from err
+    except (TypeError, ShapeError, NonSquareMatrixError) as err:  # matrix + number, shapes that do not fit
+        raise LatexParseError(f"not a valid matrix expression: {err}") from err

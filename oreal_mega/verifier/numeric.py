@@ -9,13 +9,14 @@ MAX_LITERAL_DIGITS = 4_000  # Python refuses to parse longer integer strings by 
 _UNSIGNED = r"(?:\d+(?:\.\d*)?|\.\d+)"
 _INTEGER = r"\d+"
 _PATTERNS = [
-    ("thousands", re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?")),
     ("plain", re.compile(_UNSIGNED)),
     ("e_notation", re.compile(rf"({_UNSIGNED})[eE]([-+]?\d+)")),
     ("times_ten", re.compile(rf"(?:({_UNSIGNED})(?:\\times|\\cdot|\*))?10\^(?:\{{([-+]?\d+)\}}|(\d))")),
     ("frac", re.compile(rf"\\frac(?:\{{(-?{_UNSIGNED})\}}|(\d))(?:\{{(-?{_UNSIGNED})\}}|(\d))")),
     ("slash", re.compile(rf"({_UNSIGNED})/({_UNSIGNED})")),
     ("mixed", re.compile(rf"({_INTEGER})\\frac\{{({_INTEGER})\}}\{{({_INTEGER})\}}")),
+    # 0.1\overline{6}, 0.1\dot{6}, 0.1(6): the digits in the group repeat for ever
+    ("repeating", re.compile(r"(\d*)\.(\d*)(?:\\overline\{(\d+)\}|\\dot\{?(\d)\}?|\((\d+)\))")),
 ]
 
 
@@ -34,14 +35,16 @@ def _scaled(mantissa: str | None, exponent: str) -> Fraction | None:
 
 def _read(kind: str, match: re.Match) -> Fraction | None:
     groups = match.groups()
-    if kind == "thousands":
-        return Fraction(match.group(0).replace(",", ""))
     if kind == "plain":
         return Fraction(match.group(0))
     if kind == "e_notation":
         return _scaled(groups[0], groups[1])
     if kind == "times_ten":
         return _scaled(groups[0], groups[1] or groups[2])
+    if kind == "repeating":
+        whole, fixed, repeat = groups[0] or "0", groups[1], groups[2] or groups[3] or groups[4]
+        fixed_value = Fraction(int(fixed or "0"), 10 ** len(fixed))
+        return int(whole) + fixed_value + Fraction(int(repeat), 10 ** len(fixed) * (10 ** len(repeat) - 1))
     if kind == "frac":
         numerator, denominator = Fraction(groups[0] or groups[1]), Fraction(groups[2] or groups[3])
     elif kind == "slash":

@@ -9,14 +9,20 @@ import time
 from collections import deque
 from multiprocessing.connection import wait
 
-from oreal_mega.verifier.extract import extract_answer
+from dataclasses import replace
+
+from oreal_mega.verifier.extract import final_answer
+from oreal_mega.verifier.judge import JudgeConfig, ModelJudge
 from oreal_mega.verifier.verdict import Verdict, verify
 
 STARTUP_TIMEOUT_S = 120.0  # a fresh worker must import sympy and report ready within this
 MAX_FAILED_STARTS = 3  # consecutive workers dying before ready: a broken environment, not a bad input
 
 
-def _worker_main(connection, memory_limit_mb: int | None, judge) -> None:
+JUDGED_STATUSES = ("wrong", "no_answer")  # the only rule verdicts the model judge may overturn
+
+
+def _worker_main(connection, memory_limit_mb: int | None, verify_fn) -> None:
     """Worker loop: receive chunks of (index, response, gold, finished), send back (index, Verdict) one by one."""
     if memory_limit_mb:
         limit = memory_limit_mb * 2**20
@@ -32,8 +38,8 @@ def _worker_main(connection, memory_limit_mb: int | None, judge) -> None:
             return
         for index, response, gold, finished in chunk:
             try:
-                verdict = judge(response, gold, finished=finished)
-            except Exception as err:  # a judge bug must not look like a wrong answer: keep the message
+                verdict = verify_fn(response, gold, finished=finished)
+            except Exception as err:  # a verifier bug must not look like a wrong answer: keep the message
                 verdict = Verdict(False, "error", None, f"{type(err).__name__}: {err}")
             connection.send((index, verdict))
 
@@ -41,9 +47,10 @@ def _worker_main(connection, memory_limit_mb: int | None, judge) -> None:
 class _Worker:
     """Parent-side handle of one worker process and the items it is working on, oldest first."""
 
-    def __init__(self, context, memory_limit_mb: int | None, judge):
+    def __init__(self, context, memory_limit_mb: int | None, verify_fn):
         self.connection, child_end = context.Pipe()
-        self.process = context.Process(target=_worker_main, args=(child_end, memory_limit_mb, judge), daemon=True)
+        self.process = context.Process(target=_worker_main, args=(child_end, memory_limit_mb, verify_fn),
+                                       daemon=True)
         self.process.start()
         child_end.close()
         self.spawned_at = time.monotonic()
@@ -61,12 +68,18 @@ class VerifierPool:
     """`verify_batch` over `num_workers` processes; an item taking more than `timeout_s` becomes `timeout`.
 
     Counters for the trainer's metrics: `timeouts`, `errors`, `worker_restarts`, `verdicts` (see `counters()`).
-    `judge` is the per-item function run in the workers (a module-level function, so that spawn can pickle it);
-    it takes (response, gold, *, finished) and returns a Verdict.
+    `verify_fn` is the per-item function run in the workers (a module-level function, so that spawn can pickle
+    it); it takes (response, gold, *, finished) and returns a Verdict.
+
+    `judge` (a JudgeConfig, optional) adds the model judge: after the rules, every `wrong`/`no_answer` verdict is
+    sent to the endpoint (checked at construction) and becomes `correct` (source "judge") when the judge says so;
+    failures and timeouts leave it wrong. Its counters: `judge_calls`, `judge_correct`, `judge_wrong`,
+    `judge_failures`, `judge_timeouts`.
     """
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, *, chunk_size: int = 8,
-                 memory_limit_mb: int | None = 4096, start_method: str = "spawn", judge=verify):
+    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, *, judge: JudgeConfig | None = None,
+                 chunk_size: int = 8, memory_limit_mb: int | None = 4096, start_method: str = "spawn",
+                 verify_fn=verify):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if timeout_s <= 0:
@@ -76,9 +89,13 @@ class VerifierPool:
         self.timeout_s = timeout_s
         self.chunk_size = max(1, chunk_size)
         self.memory_limit_mb = memory_limit_mb
-        self._judge = judge
+        self._model_judge = ModelJudge(judge) if judge is not None else None
+        if self._model_judge is not None:
+            self._model_judge.check_available()
+        self.judge_counts = dict.fromkeys(("calls", "correct", "wrong", "failures", "timeouts"), 0)
+        self._verify_fn = verify_fn
         self._context = multiprocessing.get_context(start_method)
-        self._workers = [_Worker(self._context, memory_limit_mb, judge) for _ in range(num_workers)]
+        self._workers = [_Worker(self._context, memory_limit_mb, verify_fn) for _ in range(num_workers)]
         self.timeouts = 0
         self.errors = 0
         self.worker_restarts = 0
@@ -90,8 +107,11 @@ class VerifierPool:
         return [worker.process.pid for worker in self._workers]
 
     def counters(self) -> dict[str, int]:
-        return {"verdicts": self.verdicts, "timeouts": self.timeouts, "errors": self.errors,
-                "worker_restarts": self.worker_restarts}
+        counts = {"verdicts": self.verdicts, "timeouts": self.timeouts, "errors": self.errors,
+                  "worker_restarts": self.worker_restarts}
+        if self._model_judge is not None:
+            counts.update({f"judge_{name}": value for name, value in self.judge_counts.items()})
+        return counts
 
     def __enter__(self):
         return self
@@ -111,13 +131,15 @@ class VerifierPool:
                 worker.kill()
         self._workers = []
 
-    def verify_batch(self, responses, golds, finished=None) -> list[Verdict]:
-        """Verdicts in input order. `finished[i]` False marks a response cut at the length limit."""
+    def verify_batch(self, responses, golds, finished=None, questions=None) -> list[Verdict]:
+        """Verdicts in input order. `finished[i]` False marks a response cut at the length limit; `questions`
+        (optional) are shown to the model judge."""
         responses, golds = list(responses), list(golds)
         finished = [True] * len(responses) if finished is None else [bool(f) for f in finished]
-        if not len(responses) == len(golds) == len(finished):
+        questions = [""] * len(responses) if questions is None else [str(q) for q in questions]
+        if not len(responses) == len(golds) == len(finished) == len(questions):
             raise ValueError(f"batch lengths differ: {len(responses)} responses, {len(golds)} golds, "
-                             f"{len(finished)} finished flags")
+                             f"{len(finished)} finished flags, {len(questions)} questions")
         for index, (response, gold) in enumerate(zip(responses, golds)):
             if not isinstance(response, str) or not isinstance(gold, str):
                 raise TypeError(f"item {index}: response and gold must be str")
@@ -132,8 +154,23 @@ class VerifierPool:
         while pending or any(worker.in_flight for worker in self._workers):
             self._dispatch(pending, items)
             self._collect(results, pending, items)
+        if self._model_judge is not None:
+            self._consult_judge(results, items, questions)
         self.verdicts += len(items)
         return results
+
+    def _consult_judge(self, results: list, items: list, questions: list) -> None:
+        """Ask the model judge about every rule-rejected verdict; only its `correct` changes the verdict."""
+        asked = [index for index, verdict in enumerate(results) if verdict.status in JUDGED_STATUSES]
+        judgments = self._model_judge.judge_many([(questions[i], items[i][1], items[i][0]) for i in asked])
+        for index, judgment in zip(asked, judgments):
+            self.judge_counts["calls"] += 1
+            self.judge_counts[{"correct": "correct", "wrong": "wrong", "failure": "failures",
+                               "timeout": "timeouts"}[judgment.outcome]] += 1
+            if judgment.outcome == "correct":
+                results[index] = replace(results[index], correct=True, status="correct", source="judge")
+            elif judgment.message:
+                results[index] = replace(results[index], message=f"judge {judgment.outcome}: {judgment.message}")
 
     def _dispatch(self, pending: deque, items: list) -> None:
         for worker in self._workers:
@@ -189,7 +226,7 @@ class VerifierPool:
             self._failed_starts += 1
             if self._failed_starts >= MAX_FAILED_STARTS:
                 raise RuntimeError(f"{MAX_FAILED_STARTS} verifier workers in a row died before start-up: {reason}")
-        self._workers[position] = _Worker(self._context, self.memory_limit_mb, self._judge)
+        self._workers[position] = _Worker(self._context, self.memory_limit_mb, self._verify_fn)
         self.worker_restarts += 1
         return worker
 
@@ -199,7 +236,7 @@ class VerifierPool:
         worker = self._restart(position, message)
         if worker.in_flight:
             index = worker.in_flight.popleft()
-            results[index] = Verdict(False, status, extract_answer(items[index][0]), message)
+            results[index] = Verdict(False, status, final_answer(items[index][0]), message)
             if status == "timeout":
                 self.timeouts += 1
             else:

@@ -5,7 +5,7 @@ import math
 import sympy
 
 from oreal_mega.verifier.caching import short_args_cache
-from oreal_mega.verifier.latex_parser import MAX_DIGITS, LatexParseError, TooLarge, parse_latex
+from oreal_mega.verifier.latex_parser import MAX_DIGITS, LatexParseError, TooLarge, Undefined, parse_latex
 
 MAX_SYMPY_CHARS = 1_000  # longer answers are compared as strings only
 MAX_FALLBACK_CHARS = 300  # the ANTLR-based fallback parser is slow on long inputs
@@ -60,27 +60,38 @@ def _from_fallback(text: str):
     return expr
 
 
+def _defined(expr):
+    """None for a value that is undefined or not a number (1/0, tan(pi/2), 0/0, oo - oo): it equals nothing."""
+    if isinstance(expr, sympy.Basic) and expr.has(sympy.zoo, sympy.nan):
+        return None
+    return expr
+
+
 @short_args_cache()
 def to_sympy(text: str):
-    """sympy object for a LaTeX scalar, or None when it cannot be read or is too large to evaluate safely."""
+    """sympy object for a LaTeX scalar (or matrix expression), or None when it cannot be read, is undefined, or is
+    too large to evaluate safely."""
     if len(text) > MAX_SYMPY_CHARS:
         return None
     try:
-        return parse_latex(text)
-    except TooLarge:
+        return _defined(parse_latex(text))
+    except (TooLarge, Undefined):
         return None
     except LatexParseError:
         pass
     if len(text) > MAX_FALLBACK_CHARS:
         return None
     try:
-        return _from_fallback(text)
+        return _defined(_from_fallback(text))
     except Exception:  # the fallback signals unreadable input with bare Exceptions
         return None
 
 
 def _evaluate(expr, values: dict, precision: int = PRECISION):
-    value = expr.evalf(precision, subs=values) if values else expr.evalf(precision)
+    try:
+        value = expr.xreplace({symbol: sympy.Float(v, precision) for symbol, v in values.items()}).evalf(precision)
+    except (TypeError, ValueError, AttributeError, ArithmeticError):  # sympy cannot evaluate it numerically
+        return None
     # a usable value is a finite complex number; evalf leaves unevaluable parts (integrals, nan, oo) in place
     if not all(isinstance(node, _NUMERIC_NODES) for node in sympy.preorder_traversal(value)):
         return None
@@ -110,6 +121,19 @@ def _sample_points(symbols) -> list[dict]:
             for point in range(_SAMPLE_POINTS)]
 
 
+def _differ_at_negative_point(pred, gold, symbols, rel_tol) -> bool:
+    """True when both sides are real but different with every symbol negative: `|x|` and `\\sqrt{x^2}` are not `x`.
+
+    The positive sample points cannot tell them apart. A point where either side is complex (`x^{2/3}` under
+    sympy's principal branch) or undefined proves nothing and is skipped.
+    """
+    values = {symbol: -value for symbol, value in _sample_points(symbols)[0].items()}
+    pred_value, gold_value = _evaluate(pred, values), _evaluate(gold, values)
+    if pred_value is None or gold_value is None or not (pred_value.is_real and gold_value.is_real):
+        return False
+    return not _close(pred_value, gold_value, rel_tol)
+
+
 def _cheap_to_expand(expr) -> bool:
     """Small, and no high powers: (x+2)^{100000} would expand for ever, sampling handles it instead."""
     if sympy.count_ops(expr) > MAX_EXPAND_OPS:
@@ -123,10 +147,12 @@ def expressions_equal(pred, gold, *, exact: bool, rel_tol: float) -> bool:
 
     `exact` (the gold is an exact integer) makes constants match exactly instead of within `rel_tol`.
     """
+    if isinstance(pred, sympy.MatrixBase) or isinstance(gold, sympy.MatrixBase):
+        return matrices_equal(pred, gold, exact=exact, rel_tol=rel_tol)
     if pred == gold:
         return True
     if not (isinstance(pred, sympy.Expr) and isinstance(gold, sympy.Expr)):
-        return _relations_equal(pred, gold)
+        return False
     if pred.has(sympy.oo, -sympy.oo, sympy.zoo) or gold.has(sympy.oo, -sympy.oo, sympy.zoo):
         return False  # infinities are equal only structurally, checked above
     symbols = pred.free_symbols | gold.free_symbols
@@ -143,19 +169,25 @@ def expressions_equal(pred, gold, *, exact: bool, rel_tol: float) -> bool:
         if not _close(pred_value, gold_value, rel_tol):
             return False
         agreeing += 1
+    if symbols and agreeing >= 2 and _differ_at_negative_point(pred, gold, symbols, rel_tol):
+        return False
     return agreeing >= (2 if symbols else 1)
 
 
-def _relations_equal(pred, gold) -> bool:
-    if isinstance(pred, sympy.core.relational.Relational) and isinstance(gold, sympy.core.relational.Relational):
-        return pred.canonical == gold.canonical
-    return False
-
-
-def proportional(pred, gold) -> bool:
-    """pred == c * gold for a nonzero constant c: how two equations `lhs - rhs = 0` are compared."""
-    if not (isinstance(pred, sympy.Expr) and isinstance(gold, sympy.Expr)):
+def matrices_equal(pred, gold, *, exact: bool, rel_tol: float) -> bool:
+    """Same shape and equal entries; a column or row vector also equals the other orientation."""
+    if not (isinstance(pred, sympy.MatrixBase) and isinstance(gold, sympy.MatrixBase)):
         return False
+    if pred.shape != gold.shape and not (1 in pred.shape and 1 in gold.shape and len(pred) == len(gold)):
+        return False
+    return all(expressions_equal(p, g, exact=exact, rel_tol=rel_tol) for p, g in zip(pred, gold))
+
+
+def constant_ratio(pred, gold):
+    """c when pred == c * gold for a nonzero constant c (sampled), else None: how `lhs - rhs` forms are compared."""
+    if not (isinstance(pred, sympy.Expr) and isinstance(gold, sympy.Expr)) or isinstance(pred, sympy.MatrixBase) \
+            or isinstance(gold, sympy.MatrixBase):
+        return None
     symbols = pred.free_symbols | gold.free_symbols
     ratios = []
     for values in _sample_points(symbols):
@@ -163,4 +195,31 @@ def proportional(pred, gold) -> bool:
         if pred_value is None or gold_value is None or gold_value == 0 or pred_value == 0:
             continue
         ratios.append(pred_value / gold_value)
-    return len(ratios) >= 2 and all(_close(ratio, ratios[0], 1e-9) for ratio in ratios[1:])
+    if len(ratios) >= 2 and all(_close(ratio, ratios[0], 1e-9) for ratio in ratios[1:]):
+        return ratios[0]
+    return None
+
+
+_FLIPPED = {">": "<", "\\geq": "\\leq"}
+
+
+def relations_equal(pred: tuple, gold: tuple) -> bool:
+    """(lhs, relation, rhs) triples of sympy sides: equal up to rearrangement (`-x \\geq -1` is `x \\leq 1`).
+
+    Both become `lhs - rhs REL 0` with REL one of <, \\leq, =, \\neq; the differences must be proportional, by a
+    positive factor for inequalities (a negative one would flip the relation).
+    """
+    (pred_difference, pred_relation), (gold_difference, gold_relation) = map(_difference_form, (pred, gold))
+    if pred_relation != gold_relation:
+        return False
+    ratio = constant_ratio(pred_difference, gold_difference)
+    if ratio is None or not ratio.is_real:
+        return False
+    return ratio > 0 if pred_relation in ("<", "\\leq") else True
+
+
+def _difference_form(relation: tuple):
+    lhs, operator, rhs = relation
+    if operator in _FLIPPED:
+        return rhs - lhs, _FLIPPED[operator]
+    return lhs - rhs, operator
