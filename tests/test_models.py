@@ -60,3 +60,46 @@ def test_arch_fields():
     qwen = parse_arch(TINY_CONFIGS["qwen2-odd-vocab"])
     assert (qwen.qkv_bias, qwen.tie_word_embeddings, qwen.kv_channels) == (True, True, 16)
     assert qwen.padded_vocab_size(2) == 252 and qwen.padded_vocab_size(1) == 251
+
+
+def test_flex_attention_path_equals_per_document_sdpa():
+    """The CUDA path without flash-attn (one FlexAttention call, document-causal block mask) against
+    the per-document SDPA loop, on CPU in FlexAttention's eager mode: packed documents, GQA."""
+    import warnings
+    from types import SimpleNamespace
+
+    from oreal_mega.models.attention import CausalAttention
+
+    attention = CausalAttention.__new__(CausalAttention)  # only the kernels are under test
+    attention.softmax_scale, attention.dropout = 0.25, 0.0
+    gen = torch.Generator().manual_seed(0)
+    lengths = [5, 1, 9, 3]
+    q = torch.randn(sum(lengths), 4, 16, generator=gen, dtype=torch.float64)
+    k, v = (torch.randn(sum(lengths), 2, 16, generator=gen, dtype=torch.float64) for _ in range(2))
+    params = packed_seq_params(lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "flex_attention called without torch.compile()"
+        flex = attention._flex(q, k, v, params.cu_seqlens_q, compiled=False)
+    loop = attention._packed(q, k, v, SimpleNamespace(cu_seqlens_q=params.cu_seqlens_q), 0.0)
+    assert torch.allclose(flex, loop, rtol=1e-10, atol=1e-12)
+
+
+def test_cuda_fusions_follow_the_installed_kernels_and_say_what_is_missing(monkeypatch, capsys):
+    """Logic test (no GPU here): with CUDA, the jit-fused SwiGLU / bias-dropout are on and the fusions
+    whose kernels are not importable stay off, named once; without CUDA everything is off."""
+    import importlib.util
+
+    from oreal_mega.models import builder
+
+    assert not any(builder.cuda_fusions().values()) or torch.cuda.is_available()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    installed = {"fused_rotary_positional_embedding"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object() if name in installed else None)
+    monkeypatch.setattr(builder, "_reported_missing", False)
+    flags = builder.cuda_fusions()
+    assert flags == {"bias_activation_fusion": True, "bias_dropout_fusion": True, "apply_rope_fusion": True,
+                     "gradient_accumulation_fusion": False}
+    builder.cuda_fusions()
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["megatron fusions off, their kernels are not installed: gradient_accumulation_fusion "
+                   "(needs transformer_engine or fused_weight_gradient_mlp_cuda)"]

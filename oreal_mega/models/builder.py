@@ -1,4 +1,7 @@
 """Build this rank's megatron-core `GPTModel` chunks from a HuggingFace architecture."""
+import importlib.util
+import os
+
 import torch
 import torch.nn.functional as F
 from megatron.core import parallel_state
@@ -34,6 +37,30 @@ class OrealGPTModel(GPTModel):
         return weight[: max(0, min(weight.shape[0], self.real_vocab_size - start))]
 
 
+_FUSION_KERNELS = {  # fusion flag → (modules that provide it, any one will do), beyond CUDA itself
+    "bias_activation_fusion": (),  # SwiGLU through megatron's jit fuser (torch.compile)
+    "bias_dropout_fusion": (),
+    "apply_rope_fusion": ("transformer_engine", "fused_rotary_positional_embedding"),
+    "gradient_accumulation_fusion": ("transformer_engine", "fused_weight_gradient_mlp_cuda"),
+}
+_reported_missing = False
+
+
+def cuda_fusions() -> dict[str, bool]:
+    """Megatron's fusion flags: on with CUDA where the kernels behind them are installed (the unfused
+    paths are exact). What is missing is said once, in one line. NOT run on a GPU yet."""
+    global _reported_missing
+    if not torch.cuda.is_available():
+        return dict.fromkeys(_FUSION_KERNELS, False)
+    flags = {name: not needs or any(importlib.util.find_spec(m) for m in needs)
+             for name, needs in _FUSION_KERNELS.items()}
+    missing = [f"{name} (needs {' or '.join(_FUSION_KERNELS[name])})" for name, on in flags.items() if not on]
+    if missing and not _reported_missing and int(os.environ.get("RANK", "0")) == 0:
+        print(f"megatron fusions off, their kernels are not installed: {', '.join(missing)}", flush=True)
+        _reported_missing = True
+    return flags
+
+
 def transformer_config(arch: ModelArch, dtype: str = "float32", recompute: bool = False,
                        tp: int | None = None, pp: int | None = None) -> TransformerConfig:
     tp = tp or parallel_state.get_tensor_model_parallel_world_size()
@@ -63,13 +90,11 @@ def transformer_config(arch: ModelArch, dtype: str = "float32", recompute: bool 
         bf16=torch_dtype == torch.bfloat16,
         fp16=torch_dtype == torch.float16,
         use_cpu_initialization=on_cpu,
-        # Fused kernels below need CUDA (and apex / TE); the unfused paths are exact.
-        bias_activation_fusion=False,
+        # Our CausalAttention replaces megatron's softmax and the local spec's norm is torch's, so
+        # these two fusions have nothing to fuse; the others follow what is installed (cuda_fusions).
         masked_softmax_fusion=False,
-        bias_dropout_fusion=False,
         persist_layer_norm=False,
-        gradient_accumulation_fusion=False,
-        apply_rope_fusion=False,
+        **cuda_fusions(),
         # gloo pairs batched send/recv by order, which breaks interleaved PP with one peer.
         batch_p2p_comm=on_cpu is False,
         # Losses arrive globally normalised: megatron must neither average them over micro-batches
