@@ -18,16 +18,33 @@ from pathlib import Path
 
 from oreal_mega.demo import RL, RL_STEPS, add_task_arguments, evaluate_model, make_data, train_rl, train_sft
 
-# Nested in the spirit of the paper's Table 2: each row adds one ingredient to the one above. Each is a
-# whole `objective:` section (unset keys keep the reference code's defaults, oreal_mega/objective/config.py).
+# The paper's Table 2, one change per row: each row is the row above with the keys of CHANGES[row] set.
+# Each is a whole `objective:` section (unset keys keep the reference code's defaults,
+# oreal_mega/objective/config.py). The last row is not in the paper: ω± from the synthetic task's
+# oracle (the first erroneous token of each wrong answer) instead of the RM, an upper bound on what
+# token-level credit assignment can give here.
 WITHOUT_TRM = RL["objective"]  # the demo's objective: OREAL without the token-level RM
-VARIANTS = {
+CHANGES = {
     "REINFORCE": {**WITHOUT_TRM, "advantage_type": "reinforce", "policy_normalizer": "joint",
                   "negative_loss_factor": 1.0},
-    "+ reward shaping (RLOO)": {**WITHOUT_TRM, "policy_normalizer": "joint", "negative_loss_factor": 1.0},
-    "+ behaviour cloning": WITHOUT_TRM,
-    "+ token-level RM (OREAL)": {"actor_freeze_steps": 3},
+    "+ reward shaping (RLOO)": {"advantage_type": "rloo"},
+    "+ behaviour cloning": {"policy_normalizer": "split", "negative_loss_factor": 0.5},
+    "+ pair selection (no RM)": {"filter_trajectory": True, "keep_pairs": True},
+    "+ token-level RM (OREAL)": {"token_weights": "threshold", "actor_freeze_steps": 3},
+    "+ oracle token weights": {"token_weights": "oracle"},
 }
+
+
+def _nested(changes: dict) -> dict:
+    """Row → its whole objective: the row above's with this row's changes applied."""
+    rows, objective = {}, {}
+    for name, change in changes.items():
+        objective = {**objective, **change}
+        rows[name] = objective
+    return rows
+
+
+VARIANTS = _nested(CHANGES)
 SCORES = (("greedy pass@1", "greedy_pass_at_1"), ("sampled pass@1", "sampled_pass_at_1"), ("pass@8", "pass_at_8"))
 
 
@@ -102,6 +119,9 @@ def table(by_seed: dict[int, dict], args, seconds: float) -> str:
         lines.append(f"- {row} minus SFT, greedy pass@1 points: mean {statistics.mean(gains):+.1f} "
                      f"(per seed {', '.join(f'{g:+.1f}' for g in gains)})")
     wall = "" if args.table_only else f"; wall time {seconds / 60:.0f} min"
+    lines += ["", "Each row's change over the row above (objective keys): "
+              + "; ".join(f"{row}: {', '.join(f'{k}={v}' for k, v in CHANGES[row].items())}"
+                          for row in rows if row in CHANGES and row != "REINFORCE")]
     lines += ["", f"Held-out problems per seed: {by_seed[seeds[0]]['SFT']['problems']}; RL: {args.rl_steps} steps of "
               f"{RL['data']['prompts_per_step']} prompts × {RL['rollout']['n']} samples{wall}.",
               "Command: `python " + " ".join(sys.argv) + "`"]
