@@ -31,7 +31,8 @@ RL = {
                 "parity_threshold": 1e-3},
     "verifier": {"workers": 1, "timeout_s": 5},
     # OREAL without the token-level RM (the authors' own ablation config): on this task a 1M-parameter
-    # RM cannot tell right from wrong (examples/tiny/RESULTS.md), and its near-zero weights wreck the policy.
+    # RM could not tell right from wrong (examples/tiny/RESULTS.md, measured before the 2026-12-01 fixes),
+    # and its near-zero weights wrecked the policy.
     "objective": {"token_weights": "none", "filter_trajectory": False, "keep_pairs": False,
                   "actor_freeze_steps": 0},
     # 3e-4 drifts away from a weak start (KL 0.3+ to the reference and falling accuracy; calibration in

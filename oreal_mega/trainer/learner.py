@@ -60,7 +60,10 @@ class Learner:
             self.parked["token_rm"] = Parked(self.token_rm, self.rm_optimizer)
         self.guard = StepGuard(cfg.train.max_consecutive_bad_steps)
         self.tp_group = ps.get_tensor_model_parallel_group()
-        self.peak_flops, self.peak_name = peak_flops(device, dtype)
+        self.peak_flops, peak_name = peak_flops(device, dtype)
+        if dist.get_rank() == 0:
+            print(f"mfu: training FLOPs / (reference + token-RM + policy seconds) / {self.peak_flops / 1e12:.1f} "
+                  f"TFLOP/s per rank, the {peak_name}", flush=True)
 
     # -- host offload ----------------------------------------------------------------------
 
