@@ -160,6 +160,28 @@ def timing(impl, tokens, hidden_size, vocab, dtype, device, repeats):
     return statistics.median(clock(step) for _ in range(repeats)), extra
 
 
+def accuracy_problem(device) -> tuple[int, int, int]:
+    """(T, H, V) of the small problem the accuracy is measured on."""
+    return (512, 1024, 32000) if device.type == "cuda" else (128, 256, 4000)
+
+
+def floor_ms(tokens: int, hidden_size: int, vocab: int, flops: float) -> float:
+    """The 6·T·H·V FLOP floor at `flops` FLOP/s, in milliseconds."""
+    return 6 * tokens * hidden_size * vocab / flops * 1e3
+
+
+def measure(impl, tokens, hidden_size, vocab, dtype, device, repeats) -> tuple[float, float, tuple[float, ...]]:
+    """(median fwd+bwd ms, peak extra GiB, relative errors of logp, grad_h, grad_W vs float64) of one
+    implementation; raises torch.OutOfMemoryError when it does not fit."""
+    try:
+        errors = accuracy(impl, *accuracy_problem(device), dtype, device)
+        ms, extra = timing(impl, tokens, hidden_size, vocab, dtype, device, repeats)
+    finally:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    return ms, extra, errors
+
+
 def run(args):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     on_gpu = device.type == "cuda"
@@ -169,30 +191,26 @@ def run(args):
         raise UserError(f"--tokens {tokens} and --repeats {args.repeats} must be positive")
     dtype = DTYPES[args.dtype or ("bf16" if on_gpu else "fp32")]
     rate_dtype = torch.bfloat16 if on_gpu else dtype
-    tflops = measured_matmul_flops(device, rate_dtype) / 1e12
-    floor_ms = 6 * tokens * hidden_size * vocab / tflops / 1e9
-    small = (512, 1024, 32000) if on_gpu else (128, 256, 4000)
+    flops = measured_matmul_flops(device, rate_dtype)
+    floor = floor_ms(tokens, hidden_size, vocab, flops)
+    small = accuracy_problem(device)
 
     print_header(device)
     print(f"problem: T={tokens} H={hidden_size} V={vocab} {str(dtype).removeprefix('torch.')}, loss = -sum w_t logp_t, "
           f"median of {args.repeats} after 1 warm-up")
-    print(f"matmul ceiling ({str(rate_dtype).removeprefix('torch.')}): {tflops:.3g} TFLOP/s -> floor 6*T*H*V = "
-          f"{floor_ms:.2f} ms")
+    print(f"matmul ceiling ({str(rate_dtype).removeprefix('torch.')}): {flops / 1e12:.3g} TFLOP/s -> floor 6*T*H*V = "
+          f"{floor:.2f} ms")
     print(f"accuracy problem: T={small[0]} H={small[1]} V={small[2]} {str(dtype).removeprefix('torch.')} vs float64")
     memory = "peak extra GiB" if on_gpu else "peak RSS delta GiB"
     print(f"| implementation | fwd+bwd ms | x floor | {memory} | logp rel err | grad_h rel err | grad_W rel err |")
     print("|---|---|---|---|---|---|---|")
     for name, impl in implementations(args.chunk_tokens).items():
         try:
-            errors = accuracy(impl, *small, dtype, device)
-            ms, extra = timing(impl, tokens, hidden_size, vocab, dtype, device, args.repeats)
+            ms, extra, errors = measure(impl, tokens, hidden_size, vocab, dtype, device, args.repeats)
         except torch.OutOfMemoryError as oom:
             print(f"| {name} | out of memory: {str(oom).splitlines()[0]} | | | | | |")
             continue
-        finally:
-            if on_gpu:
-                torch.cuda.empty_cache()
-        print(f"| {name} | {ms:.1f} | {ms / floor_ms:.2f}x | {extra:+.3f} | "
+        print(f"| {name} | {ms:.1f} | {ms / floor:.2f}x | {extra:+.3f} | "
               + " | ".join(f"{e:.1e}" for e in errors) + " |")
-    print(f"| floor 6*T*H*V | {floor_ms:.1f} | 1.00x | | | | |")
+    print(f"| floor 6*T*H*V | {floor:.1f} | 1.00x | | | | |")
     return 0

@@ -9,7 +9,7 @@ hidden states (no logits tensor). MFU's peak: the card's nominal dense bf16 peak
 """
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from importlib import resources
 
 import torch
@@ -36,13 +36,60 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=int, default=2)
 
 
+@dataclass(frozen=True)
+class Throughput:
+    seconds: float  # median forward+backward step
+    tokens_per_s: float
+    mfu: float
+    peak: float  # FLOP/s the MFU divides by
+    peak_name: str
+    docs: int
+    steps: int  # timed steps
+
+
+def measure(chunks, arch, tokens: int, doc_len: int, topo, dtype: str, steps: int, warmup: int,
+            tp_group=None) -> Throughput:
+    """Median forward+backward(+gradient finalisation) time of `chunks` (built and DDP-wrapped for
+    `arch`) on random documents of `doc_len` tokens packed into one `tokens`-token micro-batch,
+    with the fused LM-head loss; collective under torchrun."""
+    from oreal_mega.kernels import fused_oreal_loss
+    from oreal_mega.models.ddp import finalize_grads, zero_grads
+    from oreal_mega.models.pipeline import forward_backward, pack
+
+    gen = torch.Generator().manual_seed(0)
+    doc_lengths = [min(doc_len, tokens - i) for i in range(0, tokens, doc_len)]
+    docs = [torch.randint(0, arch.vocab_size, (n,), generator=gen) for n in doc_lengths]
+    labels = [torch.cat([d[1:], torch.tensor([-100])]) for d in docs]
+    batch = pack(docs, tokens, {"labels": labels}, pad_values={"labels": -100})
+
+    def loss_fn(hidden, model, mb):
+        loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), mb.fields["labels"],
+                                      coef_logp=torch.full_like(mb.fields["labels"], -1.0 / tokens,
+                                                                dtype=torch.float32),
+                                      tp_group=tp_group)
+        return loss, {"loss": loss.detach()}
+
+    times = []
+    for step in range(warmup + steps):
+        zero_grads(chunks)
+        sync(topo.device)
+        start = time.perf_counter()
+        forward_backward(chunks, [batch], loss_fn)
+        finalize_grads(chunks)
+        sync(topo.device)
+        if step >= warmup:
+            times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    peak, peak_name = peak_flops(topo.device, getattr(torch, dtype))
+    mfu = model_flops(arch, tokens, doc_lengths) / seconds / topo.world_size / peak
+    return Throughput(seconds, tokens / seconds, mfu, peak, peak_name, len(doc_lengths), len(times))
+
+
 def run(args):
     from megatron.core import parallel_state
 
-    from oreal_mega.kernels import fused_oreal_loss
     from oreal_mega.models.builder import build_model
-    from oreal_mega.models.ddp import finalize_grads, wrap_ddp, zero_grads
-    from oreal_mega.models.pipeline import forward_backward, pack
+    from oreal_mega.models.ddp import wrap_ddp
 
     arch = parse_arch(read_hf_config(args.hf_config), where=args.hf_config)
     if args.layers:
@@ -50,39 +97,13 @@ def run(args):
     topo = init_distributed(ParallelConfig(tp=args.tp, pp=args.pp), arch.num_layers)
     chunks = wrap_ddp(build_model(arch, dtype=args.dtype))
     tp_group = parallel_state.get_tensor_model_parallel_group() if args.tp > 1 else None
-
-    gen = torch.Generator().manual_seed(0)
-    doc_lengths = [min(args.doc_len, args.tokens - i) for i in range(0, args.tokens, args.doc_len)]
-    docs = [torch.randint(0, arch.vocab_size, (n,), generator=gen) for n in doc_lengths]
-    labels = [torch.cat([d[1:], torch.tensor([-100])]) for d in docs]
-    batch = pack(docs, args.tokens, {"labels": labels}, pad_values={"labels": -100})
-
-    def loss_fn(hidden, model, mb):
-        loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), mb.fields["labels"],
-                                      coef_logp=torch.full_like(mb.fields["labels"], -1.0 / args.tokens,
-                                                                dtype=torch.float32),
-                                      tp_group=tp_group)
-        return loss, {"loss": loss.detach()}
-
-    times = []
-    for step in range(args.warmup + args.steps):
-        zero_grads(chunks)
-        sync(topo.device)
-        start = time.perf_counter()
-        forward_backward(chunks, [batch], loss_fn)
-        finalize_grads(chunks)
-        sync(topo.device)
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    flops = model_flops(arch, args.tokens, doc_lengths)
-    peak, peak_name = peak_flops(topo.device, getattr(torch, args.dtype))
+    result = measure(chunks, arch, args.tokens, args.doc_len, topo, args.dtype, args.steps, args.warmup, tp_group)
     if topo.is_main:
         print_header(topo.device)
         print(f"bench train: {arch.family} h={arch.hidden_size} layers={arch.num_layers} "
-              f"tokens/step={args.tokens} docs={len(doc_lengths)}×≤{args.doc_len} {args.dtype} "
+              f"tokens/step={args.tokens} docs={result.docs}×≤{args.doc_len} {args.dtype} "
               f"tp={args.tp} pp={args.pp} world={topo.world_size}")
-        print(f"  step {seconds * 1e3:.1f} ms (median of {len(times)}), "
-              f"{args.tokens / seconds:,.0f} tokens/s ({args.tokens / seconds / topo.world_size:,.0f}/s per rank), "
-              f"MFU {flops / seconds / topo.world_size / peak:.1%} of {peak / 1e12:.2f} TFLOP/s ({peak_name})")
+        print(f"  step {result.seconds * 1e3:.1f} ms (median of {result.steps}), "
+              f"{result.tokens_per_s:,.0f} tokens/s ({result.tokens_per_s / topo.world_size:,.0f}/s per rank), "
+              f"MFU {result.mfu:.1%} of {result.peak / 1e12:.2f} TFLOP/s ({result.peak_name})")
     shutdown()
