@@ -1,6 +1,6 @@
 """`oreal-mega bench TARGET [options]`: benchmarks that print measured numbers with the machine
-they ran on (`machine.py`). One module per target, each exposing `add_arguments(parser)` and
-`run(args)`, imported only when chosen."""
+they ran on (`machine.py`). One module per target (`gpu-check`: gpu_check.py), each exposing
+`add_arguments(parser)` and `run(args)`, imported only when chosen."""
 import argparse
 import importlib
 
@@ -12,6 +12,7 @@ BENCHMARKS = {
     "convert": "HF export and HF load GB/s (megatron ⇄ safetensors)",
     "sync": "trainer → vLLM weight sync seconds and GB/s",
     "train": "megatron forward+backward tokens/s and MFU, packed sequences",
+    "gpu-check": "the prepared GPU check: kernel tests, OREAL run + resume, kernels, train, offload (one table)",
 }
 
 
@@ -22,7 +23,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    module = importlib.import_module(f"oreal_mega.bench.{args.target}")
+    module = importlib.import_module(f"oreal_mega.bench.{args.target.replace('-', '_')}")
     parser = argparse.ArgumentParser(prog=f"oreal-mega bench {args.target}", description=BENCHMARKS[args.target])
     module.add_arguments(parser)
     return module.run(parser.parse_args(args.options))

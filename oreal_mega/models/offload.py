@@ -78,6 +78,11 @@ class Parked:
         return sum(s.untyped_storage().nbytes() for s in kept + grads)
 
     @property
+    def host_bytes(self) -> int:
+        """Bytes the last `offload()` copied to host memory (0 while on the device)."""
+        return sum(host.numel() for host in self._host) if self.offloaded else 0
+
+    @property
     def offloaded(self) -> bool:
         return self._host is not None
 

@@ -165,7 +165,10 @@ def latest_valid(root: Path) -> Path | None:
 def load(directory: Path, models: dict, optimizers: dict) -> dict:
     """Restore this rank's shard into `models` / `optimizers` (as in `save`); returns `extra`."""
     try:
-        shard = torch.load(_rank_file(directory, dist.get_rank()), weights_only=False)
+        # CPU storages torch.load reads from a file cannot be resized, and the optimizer state adopts them:
+        # clone them, so that Parked (model.offload_token_rm) can free them (it resizes storages to 0)
+        shard = torch.load(_rank_file(directory, dist.get_rank()), weights_only=False,
+                           map_location=lambda storage, location: storage.clone() if location == "cpu" else None)
     except Exception as err:
         raise RuntimeError(f"checkpoint file {_rank_file(directory, dist.get_rank())} is corrupt: "
                            f"{type(err).__name__}: {err}") from err
