@@ -30,7 +30,7 @@ COMMANDS = {
     "convert": ("oreal_mega.weights.convert_cli", "HF checkpoint ⇄ megatron checkpoint (any TP/PP), atomically"),
     "data": ("oreal_mega.tasks.cli", "build task data: the synthetic math task, its tokenizer and a fresh tiny model"),
     "eval": ("oreal_mega.evaluation.cli", "greedy pass@1 and sampled pass@k of a model on problems with gold answers"),
-    "bench": ("oreal_mega.bench", "measure a component: packing, kernels, verifier, convert, sync, train"),
+    "bench": ("oreal_mega.bench", "measure a component: packing, kernels, verifier, convert, sync, train; gpu-check"),
 }
 
 

@@ -1,6 +1,6 @@
 """`oreal-mega bench gpu-check [--out FILE]`: the one prepared GPU check (issue 15, item 3), one table.
 
-    (a) tests/test_kernels_triton.py: the Triton kernels compiled for the GPU
+    (a) tests/test_kernels_triton.py: the Triton kernels compiled for the GPU (on CPU: interpreted)
     (b) 3 OREAL steps under torchrun, rollouts replayed from a dump this check writes, token-RM on,
         reference and token-RM parked in host memory; stopped after step 0's checkpoint, resumed for
         steps 1-2 and compared with an uninterrupted run (every compared metric must be equal). Two
@@ -10,12 +10,13 @@
     (d) megatron forward+backward of a model slice, tokens/s and MFU (`bench train`'s functions)
     (e) parking that slice in host memory and back (`models/offload.py`), seconds and GB
 
-With CUDA it runs the sizes below (`GPU`; about 5 minutes on one H100/H200 by estimate). Without it,
-the CPU mode (`CPU`: tiny shapes, gloo, Triton's interpreter) runs the same code paths in about a
-minute or two; it is a smoke test of this script that CI runs (tests/test_gpu_check.py), its numbers
-are no benchmark. Each row says what ran, its result, its numbers and PASS/FAIL; the exit status is
-1 when a row fails. A stage that raises becomes a FAIL row and the next stage still runs.
-`--out FILE` writes the table to FILE and every subprocess's output to FILE with suffix .log.
+With CUDA it runs the sizes of `GPU` below (estimated 5-7 minutes on one H100/H200; it has not run
+on a GPU yet). Without CUDA, the CPU mode (`CPU`: tiny shapes, gloo, Triton's interpreter) runs the
+same code paths in under a minute; it is a smoke test of this script that CI runs
+(tests/test_gpu_check.py), and its numbers are no benchmark. Each row says what ran, its result, its
+numbers and PASS/FAIL; the exit status is 1 when a row fails. A stage that raises becomes a FAIL row
+and the next stage still runs. `--out FILE` writes the table to FILE after every stage and every
+subprocess's output to FILE with suffix .log.
 """
 import json
 import math
@@ -70,7 +71,7 @@ GPU = Sizes(
     policy_name="Qwen2-0.5B-shaped",
     policy=dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                 num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                tie_word_embeddings=True),  # Qwen2-0.5B's shape
+                rope_theta=1e6, tie_word_embeddings=True),  # Qwen2-0.5B's shape
     dtype="bfloat16",
     dump=dict(prompts=16, n=8, prompt_len=(64, 256), response_len=(128, 1024)),
     micro_batch_tokens=16384,
@@ -80,7 +81,7 @@ GPU = Sizes(
     slice=QWEN2 | dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=4,
                        num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False),
     train_tokens=(4096, 8192), doc_len=1024, train_steps=5, train_warmup=2,
-    timeout_s=300,
+    timeout_s=240,
 )
 CPU = Sizes(
     mode="cpu",
@@ -127,30 +128,39 @@ def add_arguments(parser):
                         help="model, dump and run directories (default: a temporary directory, removed after)")
 
 
+def stages():
+    """(label, function) in the order they run: the short ones first, so that a run cut off by its
+    time limit still has their rows (--out is rewritten after every stage)."""
+    return (("(a) Triton kernel tests", kernel_tests), ("(c) LM-head kernels", kernel_rows),
+            ("(d)/(e) train slice + offload", slice_rows), ("(b) OREAL run + resume", oreal_run))
+
+
 def run(args):
     sizes = GPU if torch.cuda.is_available() else CPU
     log = Log(args.out.with_suffix(".log") if args.out else None)
     begin = time.perf_counter()
+    rows, pending = [], [label for label, _ in stages()]
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as temporary:
         work = args.workdir or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        rows = []
-        for stage, check in (("(a) Triton kernel tests", kernel_tests), ("(b) OREAL run + resume", oreal_run),
-                             ("(c) LM-head kernels", kernel_rows), ("(d)/(e) train slice + offload", slice_rows)):
-            print(f"gpu-check: {stage} ({time.perf_counter() - begin:.0f} s)", file=sys.stderr, flush=True)
+        for label, check in stages():
+            print(f"gpu-check: {label} ({time.perf_counter() - begin:.0f} s)", file=sys.stderr, flush=True)
             try:
                 rows += check(sizes, work, log)
             except Exception as err:  # one failed stage is a row; the others still run
-                log.write(f"{stage}: error", traceback.format_exc())
-                rows.append(Row(stage, "error", _last_line(err), False))
-    table = render(sizes, rows, time.perf_counter() - begin)
+                log.write(f"{label}: error", traceback.format_exc())
+                rows.append(Row(label, "error", _last_line(err), False))
+            if sizes.mode == "gpu":
+                torch.cuda.empty_cache()  # for the next stage's processes
+            pending.remove(label)
+            if args.out:
+                args.out.write_text(render(sizes, rows, pending, time.perf_counter() - begin) + "\n", encoding="utf-8")
+    table = render(sizes, rows, pending, time.perf_counter() - begin)
     print(table)
-    if args.out:
-        args.out.write_text(table + "\n", encoding="utf-8")
     return 0 if all(row.passed for row in rows) else 1
 
 
-def render(sizes: Sizes, rows: list[Row], seconds: float) -> str:
+def render(sizes: Sizes, rows: list[Row], pending: list[str], seconds: float) -> str:
     device = torch.device("cuda" if sizes.mode == "gpu" else "cpu")
     mode = ("gpu: the sizes of issue 15 item 3" if sizes.mode == "gpu" else
             "cpu: tiny sizes, a smoke test of this script (CI), not a benchmark")
@@ -158,9 +168,10 @@ def render(sizes: Sizes, rows: list[Row], seconds: float) -> str:
              f"machine: {machine_description(device)}",
              f"date: {time.strftime('%Y-%m-%d %H:%M')}; mode {mode}; total {seconds:.0f} s", "",
              "| check | result | numbers | status |", "|---|---|---|---|"]
-    lines += [f"| {r.what} | {r.result} | {r.numbers} | {'PASS' if r.passed else 'FAIL'} |" for r in rows]
+    lines += [f"| {r.what} | {r.result} | {r.numbers} | {'PASS' if r.passed else 'FAIL'} |"
+              for r in sorted(rows, key=lambda r: r.what[:3])]  # by label; a stage's rows keep their order
     failed = sum(not r.passed for r in rows)
-    lines += ["", f"{len(rows) - failed} PASS, {failed} FAIL"]
+    lines += ["", f"{len(rows) - failed} PASS, {failed} FAIL" + (f"; not run yet: {', '.join(pending)}" if pending else "")]
     return "\n".join(lines)
 
 
