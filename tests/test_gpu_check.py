@@ -79,6 +79,9 @@ def test_compare_names_the_largest_difference():
                                                     "bit-equal")
     resumed = {**full, 2: {**full[2], "kl": 1.0 + 1e-6, "loss": 1.5}}
     equal, detail = gpu_check._compare(resumed, full)
-    assert not equal and detail == "2 of 11 values differ; largest: step 2 loss 1.5 vs 1.0 (relative 5.0e-01)"
+    assert not equal and detail == ("2 of 11 values differ; largest: step 2 loss 1.5 vs 1.0 (relative 5.0e-01); "
+                                    "step 0 equal")
+    noisy = {**resumed, 0: {**full[0], "trm_loss": 0.5 + 1e-9}}
+    assert gpu_check._compare(noisy, full)[1].endswith("step 0 differs too: the two runs are not deterministic")
     assert gpu_check._compare({0: {}, 1: {}}, full)[1] == "steps logged: resumed [0, 1], uninterrupted [0, 1, 2]"
     assert gpu_check._compare({**full, 2: {}}, full)[1].startswith("missing at step 2: loss, kl")
