@@ -197,8 +197,7 @@ def test_dumped_rollouts_replay_exactly(engine, tmp_path):
     from oreal_mega.objective import ObjectiveConfig, rewards_from_verdicts
     from oreal_mega.rollout.dump import StepGroup, write_step
     from oreal_mega.rollout.replay_engine import ReplayRolloutEngine
-    from oreal_mega.trainer.rollout_stage import PromptGroup
-    from oreal_mega.trainer.step_data import select
+    from oreal_mega.trainer.colocated_rollout import PromptGroup, select
 
     sampling = SamplingConfig(n=4, max_tokens=12, seed=21, temperature=0.9)
     samples = engine.generate(PROMPTS, sampling, step=3)
@@ -221,7 +220,8 @@ def test_dumped_rollouts_replay_exactly(engine, tmp_path):
     def learner_view(step_samples, step_verdicts):
         groups = [PromptGroup(ids, gold, group, v)
                   for ids, gold, group, v in zip(PROMPTS, golds, step_samples, step_verdicts)]
-        trajectories, metrics = select(groups, objective, 1, 3)
+        flat = [v for group in step_verdicts for v in group]
+        trajectories, metrics = select(groups, rewards_from_verdicts(flat, 4, objective), objective, 1, 3)
         return [vars(t) for t in trajectories], metrics
     original_view = learner_view(samples, verdicts)
     assert original_view[0], "the mixed prompt should keep trajectories"
