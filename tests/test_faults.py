@@ -3,6 +3,8 @@ broken by `python -m oreal_mega.testing.faults`, then restarted; every restart m
 last complete checkpoint and re-run the lost steps exactly as an uninterrupted run did."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,3 +141,77 @@ def test_sigkill_in_each_phase_then_restart_resumes_exactly(config, reference, t
     assert _resumed(out, 4) in output
     _assert_steps_equal(out, reference, range(STEPS))
     assert _checkpoints(out) == [f"step_{s:06d}" for s in range(STEPS)]
+
+
+def _stopped_after(reference: Path, out: Path, step: int) -> None:
+    """`out`: the reference run's directory without its checkpoints after `step`, as if the run had
+    stopped there (metrics.jsonl still has the later steps: a restart must drop them)."""
+    shutil.copytree(reference, out)
+    for directory in (out / "checkpoints").iterdir():
+        if int(directory.name.removeprefix("step_")) > step:
+            shutil.rmtree(directory)
+
+
+def _sizes(directory: Path) -> dict[str, int]:
+    return {str(f.relative_to(directory)): f.stat().st_size for f in sorted(directory.rglob("*")) if f.is_file()}
+
+
+def test_corrupt_newest_checkpoints_fall_back_to_the_last_readable_one(config, reference, tmp_path):
+    """The newest checkpoint has a same-size corrupt shard on rank 1 only (bytes overwritten inside
+    tensor data: torch.load would take it, its zip CRC does not); the one before has a truncated
+    shard (its manifest names another size). Both ranks skip both, naming the files, and resume from
+    the third exactly."""
+    out = tmp_path / "run"
+    shutil.copytree(reference, out)
+    newest = out / "checkpoints" / f"step_{STEPS - 1:06d}" / "rank_00001.pt"
+    data = bytearray(newest.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    newest.write_bytes(data)
+    truncated = out / "checkpoints" / f"step_{STEPS - 2:06d}" / "rank_00000.pt"
+    truncated.write_bytes(truncated.read_bytes()[:1000])
+
+    output = _restart(config, out)
+    assert f"skipping checkpoint {newest.parent}: checkpoint file {newest} is corrupt" in output
+    assert "fails its CRC check" in output
+    assert f"skipping checkpoint {truncated.parent}: rank_00000.pt has 1000 bytes, the manifest says" in output
+    assert _resumed(out, STEPS - 2) in output
+    _assert_steps_equal(out, reference, range(STEPS))
+
+
+def test_engine_death_stops_naming_the_step_and_the_last_checkpoint(config, reference, tmp_path):
+    """vLLM's engine core dies in the rollout of step 3: the run exits non-zero with an error naming
+    the step and the last checkpoint, leaves the checkpoints as they were, and a restart resumes."""
+    out = tmp_path / "run"
+    _stopped_after(reference, out, 2)
+    before = _sizes(out / "checkpoints")
+    returncode, output = _launch(config, out, "--engine-dies-at", "3")
+    assert returncode != 0
+    last = out / "checkpoints" / "step_000002"
+    assert re.search(rf"RolloutEngineError: step 3: vLLM engine core died during generate: .*"
+                     rf"\(last checkpoint: {re.escape(str(last))}\)$", output, re.MULTILINE), output[-6000:]
+    assert _sizes(out / "checkpoints") == before
+
+    assert _resumed(out, 3) in _restart(config, out)
+    _assert_steps_equal(out, reference, range(STEPS))
+
+
+def test_full_disk_during_checkpoint_stops_cleanly_and_keeps_the_previous_one(config, reference, tmp_path):
+    """Every rank's shard write of step 3's checkpoint fails with ENOSPC halfway: each rank stops
+    with an error naming the directory and the intact previous checkpoint, the partial directory is
+    removed, step 3 is not logged, and a restart resumes from step 2's checkpoint."""
+    out = tmp_path / "run"
+    _stopped_after(reference, out, 2)
+    before = _sizes(out / "checkpoints")
+    returncode, output = _launch(config, out, "--disk-full-at", "3")
+    assert returncode != 0
+    partial = out / "checkpoints" / "step_000003.tmp"
+    message = (f"CheckpointError: the checkpoint of step 3 could not be written to {partial} (rank 0 could "
+               f"not write rank_00000.pt: OSError: [Errno 28] No space left on device")
+    assert message in output, output[-6000:]
+    assert f"the previous checkpoint {out / 'checkpoints' / 'step_000002'} is untouched" in output
+    assert not partial.exists() and _sizes(out / "checkpoints") == before
+    assert [r["step"] for r in _records(out)] == [0, 1, 2]
+
+    assert _resumed(out, 3) in _restart(config, out)
+    _assert_steps_equal(out, reference, range(STEPS))
