@@ -13,10 +13,12 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 import yaml
 
 from oreal_mega.testing.launch import _free_port, torchrun
 from oreal_mega.testing.tiny import make_tiny_model_dir
+from oreal_mega.trainer.checkpointer import Checkpointer, CheckpointError
 
 pytestmark = pytest.mark.slow
 
@@ -109,6 +111,7 @@ def _assert_steps_equal(run_dir: Path, reference: Path, steps: range) -> None:
     assert [r["step"] for r in records] == list(steps)
     for record in records:
         for key in DETERMINISTIC:
+            assert key in record or record["step"] == 0, (record["step"], key)  # step 0: actor frozen
             assert record.get(key) == expected[record["step"]].get(key), (record["step"], key)
 
 
@@ -156,6 +159,14 @@ def _sizes(directory: Path) -> dict[str, int]:
     return {str(f.relative_to(directory)): f.stat().st_size for f in sorted(directory.rglob("*")) if f.is_file()}
 
 
+def _flip_middle_bytes(path: Path) -> None:
+    """Same-size corruption inside tensor data, which torch.load alone would not notice."""
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    path.write_bytes(data)
+
+
 def test_corrupt_newest_checkpoints_fall_back_to_the_last_readable_one(config, reference, tmp_path):
     """The newest checkpoint has a same-size corrupt shard on rank 1 only (bytes overwritten inside
     tensor data: torch.load would take it, its zip CRC does not); the one before has a truncated
@@ -164,10 +175,7 @@ def test_corrupt_newest_checkpoints_fall_back_to_the_last_readable_one(config, r
     out = tmp_path / "run"
     shutil.copytree(reference, out)
     newest = out / "checkpoints" / f"step_{STEPS - 1:06d}" / "rank_00001.pt"
-    data = bytearray(newest.read_bytes())
-    middle = len(data) // 2
-    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
-    newest.write_bytes(data)
+    _flip_middle_bytes(newest)
     truncated = out / "checkpoints" / f"step_{STEPS - 2:06d}" / "rank_00000.pt"
     truncated.write_bytes(truncated.read_bytes()[:1000])
 
@@ -215,3 +223,28 @@ def test_full_disk_during_checkpoint_stops_cleanly_and_keeps_the_previous_one(co
 
     assert _resumed(out, 3) in _restart(config, out)
     _assert_steps_equal(out, reference, range(STEPS))
+
+
+def test_unreadable_checkpoints_restore_nothing_and_none_left_is_an_error(megatron_world, tmp_path):
+    """In process: a corrupt newest checkpoint restores nothing (the model keeps the older
+    checkpoint's weights); when every checkpoint is unreadable, resume refuses to start afresh."""
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpointer = Checkpointer(tmp_path, {"m": [model]}, {"m": (optimizer, scheduler)}, save_every=1,
+                                keep_last=0, total_steps=2)
+    for step in (0, 1):
+        with torch.no_grad():
+            model.weight.fill_(float(step))
+        checkpointer.maybe_save(step)
+    newest = tmp_path / "checkpoints" / "step_000001" / "rank_00000.pt"
+    _flip_middle_bytes(newest)
+    with torch.no_grad():
+        model.weight.fill_(7.0)
+    with pytest.warns(UserWarning, match=rf"skipping checkpoint .*step_000001: checkpoint file {newest} is corrupt"):
+        assert checkpointer.resume() == 1
+    assert torch.equal(model.weight, torch.zeros(2, 3))
+
+    _flip_middle_bytes(tmp_path / "checkpoints" / "step_000000" / "rank_00000.pt")
+    with pytest.warns(UserWarning), pytest.raises(CheckpointError, match="no checkpoint in .* can be resumed from"):
+        checkpointer.resume()
