@@ -12,8 +12,9 @@ faults injected from outside the trainer, for tests (run it under torchrun like 
 --disk-full-at STEP      writing this rank's checkpoint shard at STEP fails with ENOSPC once half of
                          it is on disk.
 
-Every fault is installed by replacing a trainer method from outside; the names it relies on are
-PHASES and the two engine attributes in `engine_dies_at`."""
+Every fault is installed from outside, by replacing what the trainer calls; the names relied on are
+PHASES, StepGuard.finite, VLLMRolloutEngine.generate and .llm, and the checkpointer's torch.save of
+its `rank_*.pt` shard."""
 import argparse
 import errno
 import importlib

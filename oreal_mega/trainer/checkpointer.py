@@ -6,10 +6,10 @@ directory without `.tmp` is complete; a shard that cannot be written (a full dis
 with an error on every rank and the partial directory is removed. On resume, the newest directory
 whose manifest matches its files and whose shards every rank can read (zip CRCs, unpickling) is
 used; a corrupt or partial one is skipped, by every rank, with a warning naming the file, and the
-one before it is tried. The data position needs no
-saving: the prompt order is a function of (seed, step). The RL trainer also writes the policy as a
-layout-independent model checkpoint in `policy/` (see weights/model_checkpoint.py), which
-`oreal-mega convert --to hf` turns into an HF directory."""
+one before it is tried. The data position needs no saving: the prompt order is a function of
+(seed, step). The RL trainer also writes the policy as a layout-independent model checkpoint in
+`policy/` (see weights/model_checkpoint.py), which `oreal-mega convert --to hf` turns into an HF
+directory."""
 import ctypes
 import json
 import multiprocessing
