@@ -5,7 +5,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -89,9 +88,13 @@ def _assert_no_process_holds(path: Path) -> None:
     deadline = time.time() + 10
     while holders() and time.time() < deadline:
         time.sleep(0.2)
-    left = [(p.pid, " ".join(p.cmdline())[:200]) for p in holders()]
-    for pid, _ in left:
-        os.kill(pid, signal.SIGKILL)
+    left = []
+    for process in holders():
+        try:
+            left.append((process.pid, " ".join(process.cmdline())[:200]))
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
     assert not left, f"processes of the run outlived it: {left}"
 
 
