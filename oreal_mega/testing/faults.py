@@ -1,11 +1,82 @@
-"""`python -m oreal_mega.testing.faults [--nan-grads-at STEP,STEP...] CONFIG [key=value ...]`: `oreal-mega
-train` with faults injected from outside the trainer, for tests (run it under torchrun like `train`).
+"""`python -m oreal_mega.testing.faults [FAULT ...] CONFIG [key=value ...]`: `oreal-mega train` with
+faults injected from outside the trainer, for tests (run it under torchrun like `train`).
 
---nan-grads-at: at those steps the policy's gradients are overwritten with NaN right before the
-non-finite guard looks at them, so the guard's skip / stop logic is exercised on a real run."""
+--nan-grads-at STEP,...  at those steps the policy's gradients are overwritten with NaN right before
+                         the non-finite guard looks at them (the guard's skip / stop logic).
+--kill-at PHASE:STEP     SIGKILL of the whole run, the torchrun agent and every worker, in PHASE of
+                         STEP: on entering `rollout`, `update` (the policy update) or `sync` (the
+                         weight sync into vLLM); in `checkpoint` once this rank's shard of the step's
+                         checkpoint is written, before the checkpoint is sealed.
+--engine-dies-at STEP    the vLLM engine core dies in the rollout of STEP (its generate call raises
+                         vLLM's EngineDeadError).
+--disk-full-at STEP      writing this rank's checkpoint shard at STEP fails with ENOSPC once half of
+                         it is on disk.
+
+Every fault is installed from outside, by replacing what the trainer calls; the names relied on are
+PHASES, StepGuard.finite, VLLMRolloutEngine.generate and .llm, and the checkpointer's torch.save of
+its `rank_*.pt` shard."""
 import argparse
+import errno
+import importlib
+import inspect
+import io
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
 
 from oreal_mega.trainer.guards import StepGuard
+
+# phase → (module, class, method): every rank calls the method once per step, with a `step` argument
+PHASES = {
+    "rollout": ("oreal_mega.trainer.colocated_rollout", "ColocatedRollout", "collect"),
+    "update": ("oreal_mega.trainer.learner", "Learner", "_policy_update"),
+    "sync": ("oreal_mega.trainer.colocated_rollout", "ColocatedRollout", "load_weights"),
+    "checkpoint": ("oreal_mega.trainer.checkpointer", "Checkpointer", "maybe_save"),
+}
+
+_running: list[tuple[str, int | None]] = []  # the (phase, step) calls in progress, innermost last
+_kill_on_entering: tuple[str, int] | None = None  # (phase, step) whose entry kills the run
+
+
+def _tracked(phase: str, method: Callable) -> Callable:
+    signature = inspect.signature(method)
+
+    def wrapper(*args, **kwargs):
+        step = signature.bind(*args, **kwargs).arguments["step"]
+        if (phase, step) == _kill_on_entering:
+            kill_run()
+        _running.append((phase, step))
+        try:
+            return method(*args, **kwargs)
+        finally:
+            _running.pop()
+
+    return wrapper
+
+
+def track_phases(kill_on_entering: tuple[str, int] | None = None) -> None:
+    """Wrap every PHASES method, so that `in_phase` knows where the run is; entering
+    `kill_on_entering` (phase, step) kills the run."""
+    global _kill_on_entering
+    _kill_on_entering = kill_on_entering
+    for phase, (module, cls_name, name) in PHASES.items():
+        cls = getattr(importlib.import_module(module), cls_name)
+        setattr(cls, name, _tracked(phase, getattr(cls, name)))
+
+
+def in_phase(phase: str, step: int) -> bool:
+    return (phase, step) in _running
+
+
+def kill_run() -> None:
+    """SIGKILL the torchrun agent (this worker's parent) and this worker. The other workers die with
+    the agent (`distributed.die_with_launcher`), the verifier's workers when their pipe closes."""
+    os.kill(os.getppid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def nan_gradients_at(steps: set[int]) -> None:
@@ -22,13 +93,79 @@ def nan_gradients_at(steps: set[int]) -> None:
     StepGuard.finite = finite
 
 
+def on_shard_write(step: int, write: Callable) -> None:
+    """In the checkpoint phase of `step`, this rank's shard (`rank_*.pt`, the first file the
+    checkpointer writes) is written by `write(torch_save, obj, path)` instead of torch.save."""
+    save = torch.save
+
+    def patched(obj, f, *args, **kwargs):
+        if in_phase("checkpoint", step) and isinstance(f, (str, Path)) and Path(f).name.startswith("rank_"):
+            return write(save, obj, f)
+        return save(obj, f, *args, **kwargs)
+
+    torch.save = patched
+
+
+def _save_then_kill(save, obj, path) -> None:
+    save(obj, path)
+    kill_run()
+
+
+def _half_then_enospc(save, obj, path) -> None:
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    with open(path, "wb") as out:
+        out.write(buffer.getbuffer()[: buffer.tell() // 2])
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def engine_dies_at(step: int) -> None:
+    """From the rollout of `step` on, the engine's vLLM LLM.generate raises EngineDeadError."""
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+
+    generate = VLLMRolloutEngine.generate
+
+    def dying(self, *args, **kwargs):
+        if in_phase("rollout", step):
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            def dead(*_, **__):
+                raise EngineDeadError()
+
+            self.llm.generate = dead
+        return generate(self, *args, **kwargs)
+
+    VLLMRolloutEngine.generate = dying
+
+
+def _phase_step(text: str) -> tuple[str, int]:
+    phase, _, step = text.partition(":")
+    if phase not in PHASES or not step.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not PHASE:STEP with PHASE one of {', '.join(PHASES)}")
+    return phase, int(step)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m oreal_mega.testing.faults")
     parser.add_argument("--nan-grads-at", type=lambda text: [int(v) for v in text.split(",")], default=[],
                         metavar="STEP,STEP...")
+    parser.add_argument("--kill-at", type=_phase_step, metavar="PHASE:STEP")
+    parser.add_argument("--engine-dies-at", type=int, metavar="STEP")
+    parser.add_argument("--disk-full-at", type=int, metavar="STEP")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="CONFIG [key=value ...] as for train")
     args = parser.parse_args(argv)
+    if args.kill_at and "TORCHELASTIC_RUN_ID" not in os.environ:
+        sys.exit("--kill-at kills this process's parent: run it under torchrun")
     nan_gradients_at(set(args.nan_grads_at))
+    if args.kill_at or args.engine_dies_at is not None or args.disk_full_at is not None:
+        on_entry = args.kill_at if args.kill_at and args.kill_at[0] != "checkpoint" else None
+        track_phases(kill_on_entering=on_entry)
+    if args.kill_at and args.kill_at[0] == "checkpoint":
+        on_shard_write(args.kill_at[1], _save_then_kill)
+    if args.disk_full_at is not None:
+        on_shard_write(args.disk_full_at, _half_then_enospc)
+    if args.engine_dies_at is not None:
+        engine_dies_at(args.engine_dies_at)
     from oreal_mega.cli import main as cli_main
 
     cli_main(["train", *args.train_args])

@@ -2,17 +2,26 @@
 
 Every rank writes its own shard of models, optimizers, schedulers and RNG states into
 `step_NNNNNN.tmp/`; rank 0 then writes a manifest (file sizes) and renames the directory, so a
-directory without `.tmp` is complete. On resume, the newest directory whose manifest matches its
-files is used; a corrupt or partial one is skipped with a warning. The data position needs no
-saving: the prompt order is a function of (seed, step). The RL trainer also writes the policy as a
-layout-independent model checkpoint in `policy/` (see weights/model_checkpoint.py), which
-`oreal-mega convert --to hf` turns into an HF directory."""
+directory without `.tmp` is complete; a shard that cannot be written (a full disk) stops the run
+with an error on every rank and the partial directory is removed. On resume, the newest directory
+whose manifest matches its files and whose shards every rank can read (zip CRCs, unpickling) is
+used; a corrupt or partial one is skipped, by every rank, with a warning naming the file, and the
+one before it is tried. The data position needs no saving: the prompt order is a function of
+(seed, step). The RL trainer also writes the policy as a layout-independent model checkpoint in
+`policy/` (see weights/model_checkpoint.py), which `oreal-mega convert --to hf` turns into an HF
+directory."""
+import ctypes
 import json
+import multiprocessing
 import random
 import shutil
+import signal
+import sys
 import warnings
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from multiprocessing.managers import SyncManager
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +29,10 @@ import torch
 import torch.distributed as dist
 
 MANIFEST = "manifest.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written, or no checkpoint of a run can be resumed from."""
 
 
 def _rank_file(directory: Path, rank: int) -> Path:
@@ -94,7 +107,8 @@ def _load_optimizer_state(optimizer, state: dict) -> None:
 def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, keep_last: int,
          write_more=None) -> Path:
     """Collective. `models`: name → chunks; `optimizers`: name → (optimizer, scheduler);
-    `write_more(directory)`, also collective, adds files before the checkpoint is sealed."""
+    `write_more(directory)`, also collective, adds files before the checkpoint is sealed. Raises
+    CheckpointError on every rank when a rank cannot write its shard."""
     rank, world = dist.get_rank(), dist.get_world_size()
     final = root / f"step_{step:06d}"
     partial = root / f"step_{step:06d}.tmp"
@@ -110,8 +124,23 @@ def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, kee
         "rng": _rng_state(),
         "extra": extra,
     }
-    torch.save(shard, _rank_file(partial, rank))
+    try:
+        torch.save(shard, _rank_file(partial, rank))
+        problem = None
+    except Exception as err:  # a full disk: OSError, or torch's RuntimeError from its zip writer
+        problem = f"rank {rank} could not write {_rank_file(partial, rank).name}: {type(err).__name__}: {err}"
+    problems = _every_rank(problem)
+    if problems:
+        if rank == 0:
+            shutil.rmtree(partial, ignore_errors=True)
+        dist.barrier()  # no rank stops before the partial directory is gone
+        previous = complete_checkpoints(root)
+        raise CheckpointError(f"the checkpoint of step {step} could not be written to {partial} "
+                              f"({'; '.join(problems)}); "
+                              + (f"the previous checkpoint {previous[-1]} is untouched" if previous
+                                 else "there is no earlier checkpoint"))
     if write_more is not None:
+        _dist_checkpointing_server_dies_with_us()
         write_more(partial)
     dist.barrier()
     if rank == 0:
@@ -124,6 +153,13 @@ def save(root: Path, step: int, models: dict, optimizers: dict, extra: dict, kee
             shutil.rmtree(old, ignore_errors=True)
     dist.barrier()
     return final
+
+
+def _every_rank(problem: str | None) -> list[str]:
+    """Collective: the problems of all ranks (None: none), so that every rank decides alike."""
+    problems = [None] * dist.get_world_size()
+    dist.all_gather_object(problems, problem)
+    return [p for p in problems if p is not None]
 
 
 def complete_checkpoints(root: Path) -> list[Path]:
@@ -150,28 +186,41 @@ def _problem(directory: Path, world: int) -> str | None:
     return None
 
 
-def latest_valid(root: Path) -> Path | None:
-    """Newest checkpoint every rank can trust; skipped ones are named in a warning."""
+def valid_checkpoints(root: Path) -> Iterator[Path]:
+    """Complete checkpoints whose manifest matches their files, newest first; the others are named
+    in a warning (on rank 0)."""
     world = dist.get_world_size()
     for directory in reversed(complete_checkpoints(root)):
         problem = _problem(directory, world)
         if problem is None:
-            return directory
-        if dist.get_rank() == 0:
+            yield directory
+        elif dist.get_rank() == 0:
             warnings.warn(f"skipping checkpoint {directory}: {problem}")
-    return None
 
 
-def load(directory: Path, models: dict, optimizers: dict) -> dict:
-    """Restore this rank's shard into `models` / `optimizers` (as in `save`); returns `extra`."""
+def latest_valid(root: Path) -> Path | None:
+    """Newest checkpoint whose manifest matches its files; skipped ones are named in a warning."""
+    return next(valid_checkpoints(root), None)
+
+
+def _read(directory: Path) -> dict:
+    """This rank's shard of `directory`. Every record's CRC is checked first (torch.load does not:
+    bytes flipped inside tensor data would load silently); raises CheckpointError naming the file."""
+    path = _rank_file(directory, dist.get_rank())
     try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise ValueError(f"record {bad} fails its CRC check")
         # CPU storages torch.load reads from a file cannot be resized, and the optimizer state adopts them:
         # clone them, so that Parked (model.offload_token_rm) can free them (it resizes storages to 0)
-        shard = torch.load(_rank_file(directory, dist.get_rank()), weights_only=False,
-                           map_location=lambda storage, location: storage.clone() if location == "cpu" else None)
+        return torch.load(path, weights_only=False,
+                          map_location=lambda storage, location: storage.clone() if location == "cpu" else None)
     except Exception as err:
-        raise RuntimeError(f"checkpoint file {_rank_file(directory, dist.get_rank())} is corrupt: "
-                           f"{type(err).__name__}: {err}") from err
+        raise CheckpointError(f"checkpoint file {path} is corrupt: {type(err).__name__}: {err}") from err
+
+
+def _restore(directory: Path, shard: dict, models: dict, optimizers: dict) -> dict:
     for name, chunks in models.items():
         params = _parameters(chunks)
         saved = shard["models"][name]
@@ -186,6 +235,29 @@ def load(directory: Path, models: dict, optimizers: dict) -> dict:
         sched.load_state_dict(shard["optimizers"][name]["scheduler"])
     _set_rng_state(shard["rng"])
     return shard["extra"]
+
+
+def load(directory: Path, models: dict, optimizers: dict) -> dict:
+    """Restore this rank's shard into `models` / `optimizers` (as in `save`); returns `extra`."""
+    return _restore(directory, _read(directory), models, optimizers)
+
+
+def _die_with_parent() -> None:
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
+def _dist_checkpointing_server_dies_with_us() -> None:
+    """megatron's dist_checkpointing save (the RL trainer's `write_more`: the policy) starts a
+    multiprocessing Manager server on first use and keeps it for the life of the process. After a
+    SIGKILL of the trainer that server lived on (holding the run's stdout and stderr open); started
+    here, the kernel kills it with its parent."""
+    from megatron.core.dist_checkpointing.strategies import filesystem_async
+
+    if filesystem_async._results_queue is None:
+        manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
+        manager.start(_die_with_parent)
+        filesystem_async._results_queue = manager.Queue()  # the proxy keeps the manager alive
 
 
 class Checkpointer:
@@ -209,15 +281,27 @@ class Checkpointer:
         return latest_valid(self.root)
 
     def resume(self) -> int:
-        """Restore the newest valid checkpoint (before any model is parked); returns the first step
-        to run (0 for a fresh run)."""
-        latest = self.latest()
-        if latest is None:
-            return 0
-        start = load(latest, self.models, self.optimizers)["step"] + 1
-        if dist.get_rank() == 0:
-            print(f"resumed from {latest} at step {start}", flush=True)
-        return start
+        """Restore the newest checkpoint that every rank can read (before any model is parked);
+        returns the first step to run (0 for a fresh run). Nothing is restored from a checkpoint
+        that some rank rejects: it is named in a warning and the one before it is tried. Raises
+        CheckpointError when there are checkpoints but none can be used."""
+        for directory in valid_checkpoints(self.root):
+            try:
+                shard, problem = _read(directory), None
+            except CheckpointError as err:
+                shard, problem = None, str(err)
+            problems = _every_rank(problem)
+            if not problems:
+                start = _restore(directory, shard, self.models, self.optimizers)["step"] + 1
+                if dist.get_rank() == 0:
+                    print(f"resumed from {directory} at step {start}", flush=True)
+                return start
+            if dist.get_rank() == 0:
+                warnings.warn(f"skipping checkpoint {directory}: {'; '.join(problems)}")
+        if complete_checkpoints(self.root):
+            raise CheckpointError(f"no checkpoint in {self.root} can be resumed from (the warnings above "
+                                  f"say why); move {self.root} away to start the run from step 0")
+        return 0
 
     def maybe_save(self, step: int) -> None:
         done = step + 1
