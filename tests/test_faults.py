@@ -13,10 +13,9 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
-import yaml
 
 from oreal_mega.testing.launch import _free_port, torchrun
-from oreal_mega.testing.tiny import make_tiny_model_dir
+from oreal_mega.testing.runs import write_tiny_rl_config
 from oreal_mega.trainer.checkpointer import Checkpointer, CheckpointError
 
 pytestmark = pytest.mark.slow
@@ -30,25 +29,7 @@ DETERMINISTIC = ["pass_rate", "kept_samples", "response_len_mean", "loss", "kl",
 def config(tmp_path_factory) -> Path:
     """A tiny tied Qwen2, prompts it cannot solve (every sample is kept: every pass runs), the token-RM
     on, a checkpoint after every step and all of them kept."""
-    root = tmp_path_factory.mktemp("faults")
-    model = make_tiny_model_dir(root / "model", arch="qwen2", tie=True, seed=0)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "gold_answer": str(2 * i)}) + "\n"
-                               for i in range(8)))
-    optim = {"lr": 1e-4, "warmup_steps": 0, "total_steps": STEPS, "clip_grad": 1e9}
-    path = root / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "model": {"path": str(model), "dtype": "float32"},
-        "data": {"prompts": str(prompts), "prompts_per_step": 2, "difficulty_balance": False},
-        "rollout": {"n": 4, "max_tokens": 12, "max_model_len": 128, "parity_threshold": 1e-3},
-        "verifier": {"workers": 1, "timeout_s": 5},
-        "objective": {"filter_trajectory": False, "keep_pairs": False, "advantage_type": "reinforce",
-                      "actor_freeze_steps": 1},
-        "optim": optim, "rm_optim": optim,
-        "train": {"steps": STEPS, "micro_batch_tokens": 96, "save_every": 1, "keep_last": 0,
-                  "tensorboard": False},
-    }))
-    return path
+    return write_tiny_rl_config(tmp_path_factory.mktemp("faults"), STEPS, keep_last=0, optim={"clip_grad": 1e9})
 
 
 @pytest.fixture(scope="module")

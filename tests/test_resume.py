@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-import yaml
 
 from oreal_mega.testing.launch import torchrun
-from oreal_mega.testing.tiny import make_tiny_model_dir
+from oreal_mega.testing.runs import write_tiny_rl_config
 
 pytestmark = pytest.mark.slow
 
@@ -29,25 +28,7 @@ LAYOUTS = {  # name: (processes, overrides)
 def config(tmp_path_factory) -> Path:
     """A tiny tied Qwen2 (2 layers: PP=2 splits them), prompts it cannot solve (every sample is
     kept), the token-RM on, the actor frozen at step 0 only, and every checkpoint kept."""
-    root = tmp_path_factory.mktemp("resume")
-    model = make_tiny_model_dir(root / "model", arch="qwen2", tie=True, seed=0)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "gold_answer": str(2 * i)}) + "\n"
-                               for i in range(8)))
-    optim = {"lr": 1e-4, "warmup_steps": 0, "total_steps": STEPS, "clip_grad": 1e9}
-    path = root / "run.yaml"
-    path.write_text(yaml.safe_dump({
-        "model": {"path": str(model), "dtype": "float32"},
-        "data": {"prompts": str(prompts), "prompts_per_step": 2, "difficulty_balance": False},
-        "rollout": {"n": 4, "max_tokens": 12, "max_model_len": 128, "parity_threshold": 1e-3},
-        "verifier": {"workers": 1, "timeout_s": 5},
-        "objective": {"filter_trajectory": False, "keep_pairs": False, "advantage_type": "reinforce",
-                      "actor_freeze_steps": 1},
-        "optim": optim, "rm_optim": optim,
-        "train": {"steps": STEPS, "micro_batch_tokens": 96, "save_every": 1, "keep_last": 0,
-                  "tensorboard": False},
-    }))
-    return path
+    return write_tiny_rl_config(tmp_path_factory.mktemp("resume"), STEPS, keep_last=0, optim={"clip_grad": 1e9})
 
 
 def _records(run_dir: Path) -> list[dict]:

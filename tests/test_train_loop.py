@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from oreal_mega.testing.launch import _free_port, torchrun
-from oreal_mega.testing.tiny import make_tiny_model_dir
+from oreal_mega.testing.runs import write_tiny_rl_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,25 +23,7 @@ def setup(tmp_path_factory):
     """A tiny tied Qwen2 and prompts it cannot solve: every rollout is wrong, so the run keeps all
     samples (no trajectory filter) and trains with REINFORCE advantages, exercising every pass."""
     root = tmp_path_factory.mktemp("train")
-    model = make_tiny_model_dir(root / "model", arch="qwen2", tie=True, seed=0)
-    prompts = root / "prompts.jsonl"
-    prompts.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "gold_answer": str(2 * i)}) + "\n"
-                               for i in range(8)))
-    config = {
-        "model": {"path": str(model), "dtype": "float32"},
-        "data": {"prompts": str(prompts), "prompts_per_step": 2, "difficulty_balance": False},
-        "rollout": {"n": 4, "max_tokens": 12, "max_model_len": 128, "parity_threshold": 1e-3},
-        "verifier": {"workers": 1, "timeout_s": 5},
-        "objective": {"filter_trajectory": False, "keep_pairs": False, "advantage_type": "reinforce",
-                      "actor_freeze_steps": 1},
-        "optim": {"lr": 1e-4, "warmup_steps": 0, "total_steps": 4},
-        "rm_optim": {"lr": 1e-4, "warmup_steps": 0, "total_steps": 4},
-        "train": {"steps": 4, "micro_batch_tokens": 96, "save_every": 1, "keep_last": 2,
-                  "tensorboard": False},
-    }
-    path = root / "run.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return root, path
+    return root, write_tiny_rl_config(root, 4, keep_last=2)
 
 
 def _metrics(run_dir: Path) -> dict[int, dict]:
