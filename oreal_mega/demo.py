@@ -56,10 +56,14 @@ def add_task_arguments(parser) -> None:
     """The synthetic task's size and difficulty (shared with examples/tiny/ablation.py)."""
     parser.add_argument("--sft-examples", type=int, default=4000)
     parser.add_argument("--sft-epochs", type=int, default=SFT["data"]["epochs"])
+    parser.add_argument("--sft-lr", type=float, default=SFT["optim"]["lr"],
+                        help="SFT peak learning rate (decays to a tenth)")
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2], help="synthetic task levels")
     parser.add_argument("--max-operand", type=int, default=10)
     parser.add_argument("--max-factor", type=int, default=5)
     parser.add_argument("--eval-problems", type=int, default=300)
+    parser.add_argument("--hidden-size", type=int, default=128, help="the model's width (128: 0.8M parameters)")
+    parser.add_argument("--layers", type=int, default=4, help="the model's layers")
 
 
 def stage(title: str, cmd: list[str], log: Path) -> float:
@@ -100,13 +104,14 @@ def make_data(data: Path, args, log: Path) -> float:
     return stage("synthetic data, tokenizer, tiny model", _oreal(
         "data", "synthetic", "--out", data, "--seed", args.seed, "--train", args.sft_examples,
         "--eval", args.eval_problems, "--levels", *args.levels, "--max-operand", args.max_operand,
-        "--max-factor", args.max_factor), log)
+        "--max-factor", args.max_factor, "--hidden-size", args.hidden_size, "--layers", args.layers), log)
 
 
 def train_sft(out: Path, data: Path, args, log: Path) -> tuple[Path, float]:
     """SFT of the fresh tiny model on data/sft.jsonl; returns the HF model directory."""
     cfg = _config(out.with_suffix(".yaml"), SFT, model={"path": str(data / "model")},
                   data={"path": str(data / "sft.jsonl"), "epochs": args.sft_epochs},
+                  optim={"lr": args.sft_lr, "min_lr": args.sft_lr / 10},
                   train={"out_dir": str(out)}, seed=args.seed)
     return out / "hf", stage("SFT", _torchrun(args.nproc, "sft", cfg), log)
 

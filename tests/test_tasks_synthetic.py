@@ -136,3 +136,12 @@ def test_data_command_reports_bad_levels_without_traceback(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "--levels 1 7 --max-operand 20 --max-factor 9: unknown level(s) [7]" in done.stderr
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("flag, value, message", [("--hidden-size", "100", "--hidden-size must be a positive multiple of 64, got 100"),
+                                                  ("--layers", "0", "--layers must be >= 1, got 0")])
+def test_data_command_refuses_a_bad_model_shape(tmp_path, flag, value, message):
+    done = subprocess.run([sys.executable, "-m", "oreal_mega", "data", "synthetic", "--out", str(tmp_path / "x"),
+                           flag, value], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and message in done.stderr
+    assert not (tmp_path / "x").exists()

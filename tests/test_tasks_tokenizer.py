@@ -82,3 +82,12 @@ def test_demo_model_init_is_seeded(tmp_path, model_dir):
     assert all(torch.equal(reference[name], again[name]) for name in reference)
     assert not torch.equal(reference["model.embed_tokens.weight"],
                            other["model.embed_tokens.weight"])
+
+
+def test_demo_model_scales_in_width_and_depth(tmp_path):
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(str(make_demo_model_dir(tmp_path / "big", hidden_size=256, layers=6)))
+    config = model.config
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
+            config.num_key_value_heads, config.intermediate_size, config.head_dim) == (256, 6, 8, 4, 704, 32)
+    assert 4.0e6 < sum(p.numel() for p in model.parameters()) < 5.0e6

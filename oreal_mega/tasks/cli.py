@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
                            help=f"operands in 0..N (default {MAX_OPERAND}); smaller is easier")
     synthetic.add_argument("--max-factor", type=int, default=MAX_FACTOR,
                            help=f"factors in 2..N (default {MAX_FACTOR}); smaller is easier")
+    synthetic.add_argument("--hidden-size", type=int, default=None,
+                           help="the model's width, a multiple of 64 (default 128: the 0.8M-parameter demo model)")
+    synthetic.add_argument("--layers", type=int, default=None, help="the model's layers (default 4)")
     synthetic.add_argument("--no-model", action="store_true",
                            help="write only the data and the tokenizer, no model weights")
 
@@ -35,6 +38,10 @@ def run(args) -> int:
     from oreal_mega.tasks.demo_model import build_task_tokenizer, make_demo_model_dir
     from oreal_mega.tasks.synthetic_math import make_splits, write_eval, write_rl_prompts, write_sft
 
+    if args.hidden_size is not None and (args.hidden_size <= 0 or args.hidden_size % 64):
+        raise UserError(f"--hidden-size must be a positive multiple of 64, got {args.hidden_size}")
+    if args.layers is not None and args.layers <= 0:
+        raise UserError(f"--layers must be >= 1, got {args.layers}")
     rl = args.train if args.rl is None else args.rl
     for flag, value in (("--train", args.train), ("--rl", rl), ("--eval", args.eval)):
         if value < 0:
@@ -53,7 +60,7 @@ def run(args) -> int:
         model_dir.mkdir(parents=True, exist_ok=True)
         build_task_tokenizer(model_dir)
     else:
-        make_demo_model_dir(model_dir, seed=args.seed)
+        make_demo_model_dir(model_dir, seed=args.seed, hidden_size=args.hidden_size, layers=args.layers)
     written = {
         "model" if not args.no_model else "tokenizer": model_dir,
         f"SFT data ({len(sft_problems)} problems)": write_sft(out / "sft.jsonl", sft_problems),
