@@ -158,7 +158,7 @@ def _per_token(value, name, n, device, required=False):
 class _FusedOrealLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, coef_logp, coef_ratio, ref_logp, kl_coef, kl_type, temperature,
-                tp_group, ignore_index, backend, chunk_tokens):
+                tp_group, ignore_index, backend, chunk_tokens, weight_grad_into):
         problem, index = _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backend,
                                   chunk_tokens)
         c_logp, c_ratio, ref, c_kl = (_gather(v, index) for v in (coef_logp, coef_ratio, ref_logp, kl_coef))
@@ -166,10 +166,11 @@ class _FusedOrealLoss(torch.autograd.Function):
         def grad_of_logp(lo, hi, logp):
             return c_logp[lo:hi] + c_ratio[lo:hi] + c_kl[lo:hi] * kl.kl_grad(logp, ref[lo:hi], kl_type)
 
-        logp, entropy, grad_hidden, grad_weight = chunked.forward_with_grads(problem, grad_of_logp)
+        logp, entropy, grad_hidden, grad_weight = chunked.forward_with_grads(problem, grad_of_logp, weight_grad_into)
         kl_values = kl.kl_value(logp, ref, kl_type)
         loss = (c_logp * logp).sum() + c_ratio.sum() + (c_kl * kl_values).sum()
         n = hidden.shape[0]
+        ctx.weight_grad_taken = weight_grad_into is not None
         ctx.save_for_backward(_scatter(grad_hidden, index, n), grad_weight)
         diagnostics = (_scatter(logp, index, n), _scatter(kl_values, index, n), _scatter(entropy, index, n))
         ctx.mark_non_differentiable(*diagnostics)
@@ -178,13 +179,21 @@ class _FusedOrealLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_loss, *_):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return (grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight * grad_loss.to(grad_weight.dtype),
-                None, None, None, None, None, None, None, None, None, None, None)
+        if ctx.weight_grad_taken:
+            # The weight gradient already went into the caller's buffer at scale 1 (a device-side
+            # check: no host sync).
+            torch._assert_async(grad_loss == 1, "fused_oreal_loss(weight_grad_into=...): the loss must be "
+                                                "backpropagated with gradient 1 (unscaled)")
+            grad_weight = None
+        else:
+            grad_weight = grad_weight * grad_loss.to(grad_weight.dtype)
+        return (grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight,
+                None, None, None, None, None, None, None, None, None, None, None, None)
 
 
 def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None, ref_logp=None, kl_coef=None,
                      kl_type="k3", temperature=1.0, tp_group=None, ignore_index=-100, backend=None,
-                     chunk_tokens=None):
+                     chunk_tokens=None, weight_grad_into=None):
     """The token-weighted OREAL actor loss straight from hidden states, gradients computed in the forward.
 
         loss = Σ_t [ coef_logp_t·logp_t + coef_ratio_t·exp(logp_t − sg(logp_t)) + kl_coef_t·KL(logp_t, ref_logp_t) ]
@@ -197,9 +206,20 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     chunk by chunk in the forward pass (6·T·H·V FLOP, no recomputation) and backward only scales the
     stored gradients by grad_output. Hidden/weight conventions as in `token_logprobs`.
 
+    `weight_grad_into`: an fp32 tensor shaped like `weight` (megatron's `main_grad` of the head) into which
+    the weight's gradient is added during the forward pass; autograd then gives the weight no gradient.
+    This drops the fp32 [V_local, H] accumulator kept until backward and its low-precision copy (2.2 +
+    1.1 GiB at the Qwen2.5-7B head, TP=1). The loss must be backpropagated unscaled (gradient 1; checked
+    on the device) and the weight's other uses must add their own gradients as usual.
+
     Returns (loss fp32 scalar, OrealLossDiagnostics(logp, kl, entropy)), diagnostics detached.
     """
     _check_inputs(hidden, weight, labels, temperature, backend)
+    if weight_grad_into is not None and (weight_grad_into.shape != weight.shape
+                                         or weight_grad_into.dtype != torch.float32
+                                         or weight_grad_into.device != weight.device):
+        raise ValueError(f"weight_grad_into must be fp32 {tuple(weight.shape)} on {weight.device}; got "
+                         f"{weight_grad_into.dtype} {tuple(weight_grad_into.shape)} on {weight_grad_into.device}")
     if kl_type not in kl.KL_TYPES:
         raise ValueError(f"kl_type={kl_type!r}: expected one of {kl.KL_TYPES}")
     n, device = hidden.shape[0], hidden.device
@@ -209,6 +229,8 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     has_ref = ref_logp is not None
     ref_logp = _per_token(ref_logp, "ref_logp", n, device, required=bool(kl_coef.any()))
     backend = _pick_backend(backend, hidden, tp_group)
+    if backend == "naive" and weight_grad_into is not None:
+        raise ValueError("backend='naive' (the reference) does not support weight_grad_into")
     if backend == "naive":
         loss, *diagnostics = reference.naive_oreal_loss(
             hidden, weight, labels, coef_logp=coef_logp, coef_ratio=coef_ratio, ref_logp=ref_logp,
@@ -216,7 +238,7 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     else:
         loss, *diagnostics = _FusedOrealLoss.apply(hidden, weight, labels, coef_logp, coef_ratio, ref_logp,
                                                    kl_coef, kl_type, temperature, tp_group, ignore_index,
-                                                   backend, chunk_tokens)
+                                                   backend, chunk_tokens, weight_grad_into)
     if not has_ref:  # no reference given: report no KL rather than the KL to a zero log-prob
         diagnostics[1] = torch.zeros_like(diagnostics[1])
     return loss, OrealLossDiagnostics(*diagnostics)

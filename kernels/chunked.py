@@ -62,15 +62,18 @@ class LMHeadProblem:
         grad_hidden[lo:hi] = mm_f32(dz, self.weight)
         addmm_f32_(grad_weight, dz.t(), hidden)
 
-    def new_grad_buffers(self):
+    def new_grad_buffers(self, weight_grad_into=None):
+        """(fp32 hidden gradient, fp32 weight gradient): zeros, or `weight_grad_into` itself when given."""
         grad_hidden = torch.zeros(self.hidden.shape, dtype=torch.float32, device=self.hidden.device)
-        grad_weight = torch.zeros(self.weight.shape, dtype=torch.float32, device=self.weight.device)
-        return grad_hidden, grad_weight
+        if weight_grad_into is not None:
+            return grad_hidden, weight_grad_into
+        return grad_hidden, torch.zeros(self.weight.shape, dtype=torch.float32, device=self.weight.device)
 
     def finish_grads(self, grad_hidden, grad_weight):
-        """Sum the hidden gradient over the shards, return both in the operands' dtypes."""
+        """Sum the hidden gradient over the shards, return both in the operands' dtypes (the weight's
+        None when it went into a caller's buffer)."""
         all_reduce_sum_(grad_hidden, self.group)
-        return grad_hidden.to(self.hidden.dtype), grad_weight.to(self.weight.dtype)
+        return grad_hidden.to(self.hidden.dtype), None if grad_weight is None else grad_weight.to(self.weight.dtype)
 
 
 def forward_logprobs(problem: LMHeadProblem):
@@ -94,15 +97,17 @@ def backward_logprobs(problem: LMHeadProblem, lse, entropy, grad_logp, grad_entr
     return problem.finish_grads(grad_hidden, grad_weight)
 
 
-def forward_with_grads(problem: LMHeadProblem, grad_of_logp):
+def forward_with_grads(problem: LMHeadProblem, grad_of_logp, weight_grad_into=None):
     """One pass, 6·T·H·V FLOP: per chunk, logits → stats → logp → g = grad_of_logp(lo, hi, logp) →
-    dL/dlogits → gradients. Returns (logp, entropy, grad_hidden, grad_weight)."""
+    dL/dlogits → gradients. Returns (logp, entropy, grad_hidden, grad_weight); with `weight_grad_into`
+    (fp32, the weight's shape) the weight gradient is added into it instead and grad_weight is None."""
     n = problem.hidden.shape[0]
     logp_entropy = torch.empty(2, n, dtype=torch.float32, device=problem.hidden.device)
-    grad_hidden, grad_weight = problem.new_grad_buffers()
+    grad_hidden, grad_weight = problem.new_grad_buffers(weight_grad_into)
     for lo, hi in problem.chunks():
         logits, lse, logp, entropy = problem.logits_and_stats(lo, hi)
         logp_entropy[0, lo:hi], logp_entropy[1, lo:hi] = logp, entropy
         coef = grad_of_logp(lo, hi, logp).to(torch.float32).contiguous()
         problem.accumulate_grads(logits, lo, hi, lse, coef, grad_hidden, grad_weight)
-    return (logp_entropy[0], logp_entropy[1]) + problem.finish_grads(grad_hidden, grad_weight)
+    return (logp_entropy[0], logp_entropy[1]) + problem.finish_grads(
+        grad_hidden, None if weight_grad_into is not None else grad_weight)

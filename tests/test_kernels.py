@@ -46,6 +46,34 @@ def test_all_tokens_ignored_gives_zeros_and_zero_gradients():
     assert loss.item() == 0 and (diag.logp == 0).all() and (h.grad == 0).all() and (w.grad == 0).all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_weight_gradient_goes_into_the_callers_fp32_buffer(dtype):
+    hidden, weight, labels = make_inputs(40, 16, 97, dtype, seed=11)
+    coefs = dict(coef_logp=torch.linspace(-1, 1, 40), ref_logp=torch.full((40,), -3.0), kl_coef=0.2)
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss, _ = fused_oreal_loss(h, w, labels, chunk_tokens=16, **coefs)
+    loss.backward()
+    # megatron's main_grad: fp32, already holding an earlier micro-batch's gradient
+    earlier = torch.randn(weight.shape, dtype=torch.float32, generator=torch.Generator().manual_seed(3))
+    into = earlier.clone()
+    h2, w2 = hidden.clone().requires_grad_(), weight.clone().requires_grad_()
+    loss2, _ = fused_oreal_loss(h2, w2, labels, chunk_tokens=16, weight_grad_into=into, **coefs)
+    loss2.backward()
+    assert w2.grad is None and torch.equal(loss2, loss) and torch.equal(h2.grad, h.grad)
+    expected = earlier + w.grad.float()  # the returned gradient is rounded to the weight's dtype
+    assert rel_err(into, expected) <= (1e-6 if dtype == torch.float32 else 1e-2)
+
+
+def test_weight_grad_into_refuses_a_wrong_buffer_and_a_scaled_loss():
+    hidden, weight, labels = make_inputs(8, 8, 20, torch.float32, seed=2)
+    w = weight.clone().requires_grad_()
+    with pytest.raises(ValueError, match=r"weight_grad_into must be fp32 \(20, 8\)"):
+        fused_oreal_loss(hidden, w, labels, coef_logp=1.0, weight_grad_into=torch.zeros(20, 8, dtype=torch.bfloat16))
+    loss, _ = fused_oreal_loss(hidden, w, labels, coef_logp=1.0, weight_grad_into=torch.zeros(20, 8))
+    with pytest.raises(RuntimeError, match="backpropagated with gradient 1"):
+        (2 * loss).backward()
+
+
 def test_kl_estimators_hand_values():
     logp = torch.tensor([-1.0])
     ref = logp + math.log(2.0)  # δ = ref − logp = ln 2, e^δ = 2

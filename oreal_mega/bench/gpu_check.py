@@ -323,7 +323,7 @@ def kernel_rows(sizes: Sizes, work: Path, log: Log) -> list[Row]:
     rows = []
     for name, (hidden, vocab) in sizes.kernel_shapes.items():
         floor = kernel_bench.floor_ms(sizes.kernel_tokens, hidden, vocab, flops)
-        for label, impl in (("naive", "naive PyTorch (fp32 logits)"), ("ours", "ours fused_oreal_loss")):
+        for label, impl in (("naive", "naive PyTorch (fp32 logits)"), ("ours", "ours fused_oreal_loss, dW into main_grad")):
             ms, extra, errors = kernel_bench.measure(impls[impl], sizes.kernel_tokens, hidden, vocab, dtype, device,
                                                      sizes.kernel_repeats)
             numbers = (f"{extra:+.2f} GiB extra; rel err logp/grad_h/grad_W {'/'.join(f'{e:.1e}' for e in errors)}; "

@@ -102,11 +102,16 @@ def implementations(chunk_tokens):
         loss, diag = fused_oreal_loss(h, W, y, coef_logp=-w, chunk_tokens=chunk_tokens)
         return diag.logp, loss
 
+    def ours_into_main_grad(h, W, y, w):  # as the trainer calls it: dW added into megatron's fp32 main_grad
+        loss, diag = fused_oreal_loss(h, W, y, coef_logp=-w, chunk_tokens=chunk_tokens, weight_grad_into=W.main_grad)
+        return diag.logp, loss
+
     def ours_recompute(h, W, y, w):
         logp = token_logprobs(h, W, y, chunk_tokens=chunk_tokens)
         return logp, -(w * logp).sum()
 
     impls = {"naive PyTorch (fp32 logits)": naive, "ours fused_oreal_loss": ours_fused,
+             "ours fused_oreal_loss, dW into main_grad": ours_into_main_grad,
              "ours token_logprobs (bwd recomputes)": ours_recompute}
     if importlib.util.find_spec("liger_kernel"):
         def liger(h, W, y, w):
@@ -136,6 +141,7 @@ def _inputs(tokens, hidden_size, vocab, dtype, device, seed):
 def accuracy(impl, tokens, hidden_size, vocab, dtype, device):
     """Relative errors of logp, grad_hidden, grad_weight against float64 (same rounded inputs)."""
     hidden, weight, labels, weights = _inputs(tokens, hidden_size, vocab, dtype, device, seed=1)
+    weight.main_grad = torch.zeros(weight.shape, dtype=torch.float32, device=device)
     h64, w64 = (t.detach().double().cpu().requires_grad_() for t in (hidden, weight))
     logp64, _ = naive_token_logprobs(h64, w64, labels.cpu(), dtype=torch.float64)
     (-(weights.double().cpu() * logp64).sum()).backward()
@@ -144,12 +150,15 @@ def accuracy(impl, tokens, hidden_size, vocab, dtype, device):
 
     def err(value, reference):
         return float((value.detach().double().cpu() - reference).norm() / reference.norm())
-    return err(logp, logp64.detach()), err(hidden.grad, h64.grad), err(weight.grad, w64.grad)
+    grad_weight = weight.main_grad if weight.grad is None else weight.grad
+    return err(logp, logp64.detach()), err(hidden.grad, h64.grad), err(grad_weight, w64.grad)
 
 
 def timing(impl, tokens, hidden_size, vocab, dtype, device, repeats):
     hidden, weight, labels, weights = _inputs(tokens, hidden_size, vocab, dtype, device, seed=2)
     hidden.grad, weight.grad = torch.zeros_like(hidden), torch.zeros_like(weight)
+    # megatron's fp32 gradient buffer exists whatever the loss: allocated outside the measurement
+    weight.main_grad = torch.zeros(weight.shape, dtype=torch.float32, device=device)
 
     def step():
         impl(hidden, weight, labels, weights)[1].backward()

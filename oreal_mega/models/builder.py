@@ -29,12 +29,23 @@ class OrealGPTModel(GPTModel):
     def lm_head_weight(self) -> torch.Tensor:
         """This rank's vocab shard of the output projection, without the rows that only pad the
         vocab to a multiple of TP (the kernels accept uneven shards)."""
+        weight, rows = self._lm_head_rows()
+        return weight[:rows]
+
+    def lm_head_main_grad(self) -> torch.Tensor | None:
+        """The fp32 gradient rows (megatron DDP's `main_grad`) of `lm_head_weight()`, for the fused
+        loss to add the head's gradient into; None when the model is not DDP-wrapped."""
+        weight, rows = self._lm_head_rows()
+        main_grad = getattr(weight, "main_grad", None)
+        return None if main_grad is None else main_grad[:rows]
+
+    def _lm_head_rows(self) -> tuple[torch.Tensor, int]:
         if self.share_embeddings_and_output_weights:
             weight = self.shared_embedding_or_output_weight()
         else:
             weight = self.output_layer.weight
         start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
-        return weight[: max(0, min(weight.shape[0], self.real_vocab_size - start))]
+        return weight, max(0, min(weight.shape[0], self.real_vocab_size - start))
 
 
 _FUSION_KERNELS = {  # fusion flag → (modules that provide it, any one will do), beyond CUDA itself

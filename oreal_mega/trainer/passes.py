@@ -60,7 +60,8 @@ def actor_step(chunks, mbs: list[MicroBatch], ref_logps, weights, counts: Global
         loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), mb.fields["labels"],
                                       coef_logp=pad_to(coef_logp, length), ref_logp=ref_logps[i],
                                       kl_coef=pad_to(kl_coef, length), kl_type=cfg.kl_type,
-                                      temperature=temperature, tp_group=tp_group)
+                                      temperature=temperature, tp_group=tp_group,
+                                      weight_grad_into=model.lm_head_main_grad())
         mask = mb.fields["labels"] != -100  # masked sums, not boolean indexing: no host sync
         metrics = {"loss": loss.detach(), "kl_sum": torch.where(mask, diag.kl, 0.0).sum(),
                    "entropy_sum": torch.where(mask, diag.entropy, 0.0).sum(), "tokens": mask.sum()}

@@ -105,7 +105,7 @@ def sft(cfg: SFTConfig) -> Path:
         def loss_fn(hidden, model, mb):
             labels = mb.fields["labels"]
             loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), labels, coef_logp=-1.0 / tokens,
-                                          tp_group=tp_group)
+                                          tp_group=tp_group, weight_grad_into=model.lm_head_main_grad())
             return loss, {"loss": loss.detach(), "correct_tokens": (diag.logp[labels != -100] > -0.6931).sum()}
 
         zero_grads(policy)
