@@ -146,7 +146,7 @@ def test_bench_kernels_runs_on_cpu_and_prints_the_table(capsys):
     out = capsys.readouterr().out
     assert "T=64 H=32 V=300" in out and "machine: CPU" in out
     rows = [line for line in out.splitlines() if line.startswith("| naive") or line.startswith("| ours")]
-    assert len(rows) == 3
+    assert len(rows) == 4
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         assert float(cells[1]) > 0 and cells[2].endswith("x")
