@@ -62,12 +62,11 @@ def _pick_backend(backend, hidden, tp_group):
 def _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backend, chunk_tokens):
     """(LMHeadProblem over the labelled tokens, index of those tokens or None when all are labelled)."""
     vocab_start, vocab_size = shard_range(weight.shape[0], tp_group, weight.device)
-    keep = labels != ignore_index
-    index = None if bool(keep.all()) else torch.nonzero(keep).squeeze(1)
+    # the one host sync of a call: how many tokens carry a label
+    index = torch.nonzero(labels != ignore_index).squeeze(1)
+    index = None if index.numel() == labels.numel() else index
     kept = labels if index is None else labels[index]
-    if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= vocab_size):
-        raise ValueError(f"labels must lie in [0, {vocab_size}) or equal ignore_index={ignore_index}; "
-                         f"found {int(kept.min())}..{int(kept.max())}")
+    _check_label_range(kept, vocab_size, ignore_index)
     local = kept.long() - vocab_start
     local = torch.where((local >= 0) & (local < weight.shape[0]), local, torch.full_like(local, -1))
     problem = chunked.LMHeadProblem(
@@ -80,6 +79,14 @@ def _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backen
         chunk_tokens=chunk_tokens or chunked.default_chunk_tokens(weight.shape[0], hidden.device),
     )
     return problem, index
+
+
+def _check_label_range(labels, vocab_size, ignore_index):
+    message = f"labels must lie in [0, {vocab_size}) or equal ignore_index={ignore_index}"
+    if labels.is_cuda:  # checked on the device, without waiting for it
+        torch._assert_async(((labels >= 0) & (labels < vocab_size)).all(), message)
+    elif labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= vocab_size):
+        raise ValueError(f"{message}; found {int(labels.min())}..{int(labels.max())}")
 
 
 def _scatter(values, index, n):
@@ -223,11 +230,12 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     if kl_type not in kl.KL_TYPES:
         raise ValueError(f"kl_type={kl_type!r}: expected one of {kl.KL_TYPES}")
     n, device = hidden.shape[0], hidden.device
+    kl_coef_given = kl_coef is not None and not (isinstance(kl_coef, (int, float)) and kl_coef == 0)
     coef_logp = _per_token(coef_logp, "coef_logp", n, device)
     coef_ratio = _per_token(coef_ratio, "coef_ratio", n, device)
     kl_coef = _per_token(kl_coef, "kl_coef", n, device)
     has_ref = ref_logp is not None
-    ref_logp = _per_token(ref_logp, "ref_logp", n, device, required=bool(kl_coef.any()))
+    ref_logp = _per_token(ref_logp, "ref_logp", n, device, required=kl_coef_given)
     backend = _pick_backend(backend, hidden, tp_group)
     if backend == "naive" and weight_grad_into is not None:
         raise ValueError("backend='naive' (the reference) does not support weight_grad_into")
