@@ -24,12 +24,12 @@ from .packed import PackedResponses, segment_sum
 
 
 def q_drops(q: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
-    """[T] float64 d_t = q_{t−1} − q_t on response tokens (q_{−1} = ½), 0 elsewhere."""
-    response = torch.nonzero(batch.response_mask).squeeze(1)
-    values = q[response].double()
-    previous = torch.cat([values.new_full((1,), 0.5), values])[:-1]
-    previous = torch.where(batch.response_positions[response] == 0, 0.5, previous)
-    return torch.zeros(q.shape, dtype=torch.float64, device=q.device).index_put((response,), previous - values)
+    """[T] float64 d_t = q_{t−1} − q_t on response tokens (q_{−1} = ½), 0 elsewhere. A sequence's
+    response tokens are consecutive in the stream, so q_{t−1} is the stream's previous value."""
+    values = q.double()
+    previous = torch.cat([values.new_full((1,), 0.5), values[:-1]])
+    previous = torch.where(batch.response_positions == 0, 0.5, previous)
+    return torch.where(batch.response_mask, previous - values, 0.0)
 
 
 def error_localisation(q: torch.Tensor, batch: PackedResponses, first_error: torch.Tensor
@@ -45,7 +45,7 @@ def error_localisation(q: torch.Tensor, batch: PackedResponses, first_error: tor
     others = batch.response_mask & ~at_error & batch.per_token(measured)
     wins = (error_drop > drops).double() + 0.5 * (error_drop == drops).double()
     auc = segment_sum(torch.where(others, wins, 0.0), batch.sequence_ids, s) / (batch.response_lengths - 1).clamp_min(1)
-    return auc[measured].sum(), measured.sum()
+    return torch.where(measured, auc, 0.0).sum(), measured.sum()  # masked sums: no host sync
 
 
 def pair_accuracy(sequence_logit: torch.Tensor, is_positive: torch.Tensor, prompt: torch.Tensor

@@ -54,6 +54,7 @@ def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length:
             "advantage": torch.tensor([t.advantage for t in chosen], dtype=torch.float32),
             "pass_rate": torch.tensor([t.pass_rate for t in chosen], dtype=torch.float32),
             "first_error": torch.tensor([t.first_error for t in chosen], dtype=torch.long),
+            "length": torch.tensor([t.length for t in chosen], dtype=torch.long),
         }
         out.append(mb)
     return out
@@ -62,7 +63,7 @@ def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length:
 def packed_responses(mb: MicroBatch) -> PackedResponses:
     """The objective's view of a micro-batch's real tokens (the padding segment left out)."""
     n = mb.num_real_tokens
-    lengths = torch.tensor(mb.seq_lengths[: len(mb.sequence_fields["index"])], device=mb.input_ids.device)
+    lengths = mb.sequence_fields["length"]  # already on the device: no host-to-device copy per pass
     cu = torch.cat([lengths.new_zeros(1), torch.cumsum(lengths, 0)])
     return PackedResponses(cu, mb.fields["labels"][:n] != IGNORE, mb.sequence_fields["is_positive"],
                            mb.sequence_fields["advantage"], mb.sequence_fields["pass_rate"])
