@@ -121,10 +121,12 @@ def test_ablation_variants_are_valid_objectives_and_its_table_averages_over_seed
         ObjectiveConfig(**objective)
     full = ObjectiveConfig(**ablation.VARIANTS["+ token-level RM (OREAL)"])
     assert full.token_weights == "threshold" and full.keep_pairs  # the paper's objective, token-RM on
-    # one change per row: behaviour cloning is the demo's objective, pairs add only the selection
+    # one change per row: behaviour cloning is OREAL without the RM, pairs add only the selection and
+    # are the demo's objective
     assert ObjectiveConfig(**ablation.VARIANTS["+ behaviour cloning"]) == ObjectiveConfig(**ablation.WITHOUT_TRM)
     pairs = ObjectiveConfig(**ablation.VARIANTS["+ pair selection (no RM)"])
     assert pairs.keep_pairs and pairs.token_weights == "none" and pairs.actor_freeze_steps == 0
+    assert pairs == ObjectiveConfig(**ablation.RL["objective"])
     assert ObjectiveConfig(**ablation.VARIANTS["+ oracle token weights"]).token_weights == "oracle"
 
     def summary(greedy):

@@ -22,8 +22,9 @@ from oreal_mega.demo import RL, RL_STEPS, add_task_arguments, evaluate_model, ma
 # Each is a whole `objective:` section (unset keys keep the reference code's defaults,
 # oreal_mega/objective/config.py). The last row is not in the paper: ω± from the synthetic task's
 # oracle (the first erroneous token of each wrong answer) instead of the RM, an upper bound on what
-# token-level credit assignment can give here.
-WITHOUT_TRM = RL["objective"]  # the demo's objective: OREAL without the token-level RM
+# token-level credit assignment can give here. "+ pair selection (no RM)" is the demo's objective.
+# OREAL without the token-level RM, every sample kept (the authors' oreal_wo_tokenrm objective)
+WITHOUT_TRM = {"token_weights": "none", "filter_trajectory": False, "keep_pairs": False, "actor_freeze_steps": 0}
 CHANGES = {
     "REINFORCE": {**WITHOUT_TRM, "advantage_type": "reinforce", "policy_normalizer": "joint",
                   "negative_loss_factor": 1.0},
