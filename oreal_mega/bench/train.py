@@ -66,7 +66,7 @@ def measure(chunks, arch, tokens: int, doc_len: int, topo, dtype: str, steps: in
         loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), mb.fields["labels"],
                                       coef_logp=torch.full_like(mb.fields["labels"], -1.0 / tokens,
                                                                 dtype=torch.float32),
-                                      tp_group=tp_group)
+                                      tp_group=tp_group, weight_grad_into=model.lm_head_main_grad())
         return loss, {"loss": loss.detach()}
 
     times = []
