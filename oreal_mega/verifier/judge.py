@@ -34,6 +34,8 @@ DEFAULT_PROMPT_TEMPLATE = (
 )
 _VERDICT_LETTER = re.compile(r"(?<![A-Za-z])([AB])(?![A-Za-z])")
 
+STARTUP_TIMEOUT_S = 10.0  # the start-up listing's wall-clock limit when timeout_s is shorter
+
 
 @dataclass
 class JudgeConfig:
@@ -93,8 +95,10 @@ class ModelJudge:
 
     def check_available(self) -> None:
         """Fail fast (as the reference does at start-up) when the endpoint is down or does not serve the model."""
+        # at least STARTUP_TIMEOUT_S: a timeout tuned for short judgments must not fail a busy server's listing
+        deadline = time.monotonic() + max(self.config.timeout_s, STARTUP_TIMEOUT_S)
         try:
-            listing = self._request("GET", "/models", None, time.monotonic() + self.config.timeout_s)
+            listing = self._request("GET", "/models", None, deadline)
             served = [entry.get("id") for entry in listing.get("data", [])]
         except (JudgeFailure, JudgeTimeout, AttributeError, TypeError) as err:  # AttributeError: not a listing
             raise UserError(f"verifier.judge: cannot list models at {self.config.url}/models: {err}") from None
