@@ -59,12 +59,10 @@ def _pick_backend(backend, hidden, tp_group):
     return "triton" if hidden.is_cuda else "torch"
 
 
-def _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backend, chunk_tokens):
+def _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backend, chunk_tokens, num_labelled):
     """(LMHeadProblem over the labelled tokens, index of those tokens or None when all are labelled)."""
     vocab_start, vocab_size = shard_range(weight.shape[0], tp_group, weight.device)
-    # the one host sync of a call: how many tokens carry a label
-    index = torch.nonzero(labels != ignore_index).squeeze(1)
-    index = None if index.numel() == labels.numel() else index
+    index = _labelled_index(labels != ignore_index, num_labelled)
     kept = labels if index is None else labels[index]
     _check_label_range(kept, vocab_size, ignore_index)
     local = kept.long() - vocab_start
@@ -79,6 +77,24 @@ def _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backen
         chunk_tokens=chunk_tokens or chunked.default_chunk_tokens(weight.shape[0], hidden.device),
     )
     return problem, index
+
+
+def _labelled_index(labelled, num_labelled):
+    """[K] positions of the labelled tokens, or None when every token is labelled. Without the caller's
+    count this is the call's one host sync (how many tokens carry a label); with it, none."""
+    if num_labelled is None:
+        index = torch.nonzero(labelled).squeeze(1)
+        return None if index.numel() == labelled.numel() else index
+    message = f"num_labelled={num_labelled} does not match the labels"
+    if not 0 <= num_labelled <= labelled.numel():
+        raise ValueError(f"{message}: there are {labelled.numel()} tokens")
+    if labelled.is_cuda:  # checked on the device, without waiting for it
+        torch._assert_async(labelled.sum() == num_labelled, message)
+    elif int(labelled.sum()) != num_labelled:
+        raise ValueError(f"{message}: {int(labelled.sum())} tokens carry a label")
+    if num_labelled == labelled.numel():
+        return None
+    return torch.nonzero_static(labelled, size=num_labelled).squeeze(1)
 
 
 def _check_label_range(labels, vocab_size, ignore_index):
@@ -104,9 +120,10 @@ def _gather(values, index):
 
 class _TokenLogprobs(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, temperature, tp_group, ignore_index, backend, chunk_tokens):
+    def forward(ctx, hidden, weight, labels, temperature, tp_group, ignore_index, backend, chunk_tokens,
+                num_labelled):
         problem, index = _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backend,
-                                  chunk_tokens)
+                                  chunk_tokens, num_labelled)
         logp, entropy, lse = chunked.forward_logprobs(problem)
         ctx.problem, ctx.index, ctx.n = problem, index, hidden.shape[0]
         ctx.save_for_backward(lse, entropy)
@@ -119,11 +136,11 @@ class _TokenLogprobs(torch.autograd.Function):
         grad_entropy = None if grad_entropy is None else _gather(grad_entropy, ctx.index)
         grad_hidden, grad_weight = chunked.backward_logprobs(ctx.problem, lse, entropy, grad_logp, grad_entropy)
         ctx.problem = None
-        return _scatter(grad_hidden, ctx.index, ctx.n), grad_weight, None, None, None, None, None, None
+        return _scatter(grad_hidden, ctx.index, ctx.n), grad_weight, None, None, None, None, None, None, None
 
 
 def token_logprobs(hidden, weight, labels, *, temperature=1.0, tp_group=None, ignore_index=-100,
-                   return_entropy=False, backend=None, chunk_tokens=None):
+                   return_entropy=False, backend=None, chunk_tokens=None, num_labelled=None):
     """Log-probability of each token's label under softmax(hidden @ weight.T / temperature), never
     materialising more than one chunk of logits.
 
@@ -133,15 +150,21 @@ def token_logprobs(hidden, weight, labels, *, temperature=1.0, tp_group=None, ig
     differentiable w.r.t. hidden and weight; the hidden gradient is summed over `tp_group` (pass the
     replicated hidden states, not a copy_to_tensor_model_parallel_region output). The backward pass
     recomputes the logits; use `fused_oreal_loss` for training.
+
+    `num_labelled`: how many labels are not `ignore_index`, when the caller knows it on the host (the
+    trainer does, from its CPU-built micro-batches). Then the call waits for the device nowhere; without
+    it, counting the labelled tokens is one host sync. A wrong count is an error (on CUDA, raised by the
+    device).
     """
     _check_inputs(hidden, weight, labels, temperature, backend)
     backend = _pick_backend(backend, hidden, tp_group)
     if backend == "naive":
+        _labelled_index(labels != ignore_index, num_labelled)  # the same count check as the others
         logp, entropy = reference.naive_token_logprobs(hidden, weight, labels, temperature=temperature,
                                                        ignore_index=ignore_index)
     else:
         logp, entropy = _TokenLogprobs.apply(hidden, weight, labels, temperature, tp_group, ignore_index,
-                                             backend, chunk_tokens)
+                                             backend, chunk_tokens, num_labelled)
     return (logp, entropy) if return_entropy else logp
 
 
@@ -165,9 +188,9 @@ def _per_token(value, name, n, device, required=False):
 class _FusedOrealLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, labels, coef_logp, coef_ratio, ref_logp, kl_coef, kl_type, temperature,
-                tp_group, ignore_index, backend, chunk_tokens, weight_grad_into):
+                tp_group, ignore_index, backend, chunk_tokens, weight_grad_into, num_labelled):
         problem, index = _problem(hidden, weight, labels, temperature, tp_group, ignore_index, backend,
-                                  chunk_tokens)
+                                  chunk_tokens, num_labelled)
         c_logp, c_ratio, ref, c_kl = (_gather(v, index) for v in (coef_logp, coef_ratio, ref_logp, kl_coef))
 
         def grad_of_logp(lo, hi, logp):
@@ -195,12 +218,12 @@ class _FusedOrealLoss(torch.autograd.Function):
         else:
             grad_weight = grad_weight * grad_loss.to(grad_weight.dtype)
         return (grad_hidden * grad_loss.to(grad_hidden.dtype), grad_weight,
-                None, None, None, None, None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None, None, None, None, None, None)
 
 
 def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None, ref_logp=None, kl_coef=None,
                      kl_type="k3", temperature=1.0, tp_group=None, ignore_index=-100, backend=None,
-                     chunk_tokens=None, weight_grad_into=None):
+                     chunk_tokens=None, weight_grad_into=None, num_labelled=None):
     """The token-weighted OREAL actor loss straight from hidden states, gradients computed in the forward.
 
         loss = Σ_t [ coef_logp_t·logp_t + coef_ratio_t·exp(logp_t − sg(logp_t)) + kl_coef_t·KL(logp_t, ref_logp_t) ]
@@ -218,6 +241,7 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     This drops the fp32 [V_local, H] accumulator kept until backward and its low-precision copy (2.2 +
     1.1 GiB at the Qwen2.5-7B head, TP=1). The loss must be backpropagated unscaled (gradient 1; checked
     on the device) and the weight's other uses must add their own gradients as usual.
+    `num_labelled`: as in `token_logprobs` (with it, no host sync).
 
     Returns (loss fp32 scalar, OrealLossDiagnostics(logp, kl, entropy)), diagnostics detached.
     """
@@ -240,13 +264,14 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     if backend == "naive" and weight_grad_into is not None:
         raise ValueError("backend='naive' (the reference) does not support weight_grad_into")
     if backend == "naive":
+        _labelled_index(labels != ignore_index, num_labelled)  # the same count check as the others
         loss, *diagnostics = reference.naive_oreal_loss(
             hidden, weight, labels, coef_logp=coef_logp, coef_ratio=coef_ratio, ref_logp=ref_logp,
             kl_coef=kl_coef, kl_type=kl_type, temperature=temperature, ignore_index=ignore_index)
     else:
         loss, *diagnostics = _FusedOrealLoss.apply(hidden, weight, labels, coef_logp, coef_ratio, ref_logp,
                                                    kl_coef, kl_type, temperature, tp_group, ignore_index,
-                                                   backend, chunk_tokens, weight_grad_into)
+                                                   backend, chunk_tokens, weight_grad_into, num_labelled)
     if not has_ref:  # no reference given: report no KL rather than the KL to a zero log-prob
         diagnostics[1] = torch.zeros_like(diagnostics[1])
     return loss, OrealLossDiagnostics(*diagnostics)

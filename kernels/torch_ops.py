@@ -30,7 +30,7 @@ def logit_grad(logits, labels_local, lse, coef_logp, inv_temp, out, coef_entropy
     if coef_entropy is not None:
         coef = coef + coef_entropy[:, None] * (log_p + entropy[:, None])
     grad = p.mul_(coef).neg_()
-    rows = torch.nonzero(labels_local >= 0).squeeze(1)
-    grad[rows, labels_local[rows]] += coef_logp[rows]
+    in_shard = labels_local >= 0
+    grad.scatter_add_(1, labels_local.clamp_min(0)[:, None], torch.where(in_shard, coef_logp, 0.0)[:, None])
     out.copy_(grad.mul_(inv_temp))
     return out

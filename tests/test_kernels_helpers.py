@@ -93,7 +93,12 @@ def check_fused_loss(backend, dtype, kl_type, *, seed, device="cpu", tokens=45, 
     kl_full = torch.zeros(tokens, dtype=torch.float64)
     kl_full[keep] = kl64.detach()
     tol = TOLERANCE[dtype]
-    checks = {"loss": (loss, loss64), "logp": (diag.logp, logp64), "kl": (diag.kl, kl_full),
+    # the loss sums terms of both signs: bound its error by the summands' size, not by the (cancelled) sum
+    summands = (coef_logp[keep].double() * logp64[keep]).abs().sum() + coef_ratio[keep].double().abs().sum() \
+        + (kl_coef[keep].double() * kl64).abs().sum()
+    loss_err = (loss.double().cpu() - loss64).abs().item() / summands.item()
+    assert loss_err <= tol, f"loss: error {loss_err:.2e} of the summands' size > {tol:.0e} ({backend}, {dtype}, {kl_type})"
+    checks = {"logp": (diag.logp, logp64), "kl": (diag.kl, kl_full),
               "entropy": (diag.entropy, entropy64), "grad_hidden": (h.grad, h64.grad),
               "grad_weight": (w.grad, w64.grad)}
     for name, (value, reference) in checks.items():

@@ -178,3 +178,15 @@ def test_numpy_and_torch_lengths(backend):
     expected = packing.plan_dp_microbatches([6, 6, 6, 5, 5, 4, 4], 2, 10, backend=backend)
     for lengths in (np.array([6, 6, 6, 5, 5, 4, 4]), torch.tensor([6, 6, 6, 5, 5, 4, 4])):
         assert packing.plan_dp_microbatches(lengths, 2, 10, backend=backend) == expected
+
+
+def test_micro_batches_carry_their_label_count_to_the_device():
+    from oreal_mega.trainer.batch import IGNORE, Trajectory, micro_batches
+
+    trajs = [Trajectory([1, 2, 3], [4, 5], True, 1.0, 0.5), Trajectory([6], [7, 8, 9], False, -1.0, 0.5),
+             Trajectory([1, 2], [3], True, 1.0, 1.0)]
+    mbs = micro_batches(trajs, [[0, 1], [2]], length=12)
+    for mb in mbs:
+        moved = mb.to("cpu")
+        assert moved.num_labelled == mb.num_labelled == int((mb.fields["labels"] != IGNORE).sum())
+    assert [mb.num_labelled for mb in mbs] == [5, 1]

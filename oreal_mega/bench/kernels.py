@@ -102,8 +102,9 @@ def implementations(chunk_tokens):
         loss, diag = fused_oreal_loss(h, W, y, coef_logp=-w, chunk_tokens=chunk_tokens)
         return diag.logp, loss
 
-    def ours_into_main_grad(h, W, y, w):  # as the trainer calls it: dW added into megatron's fp32 main_grad
-        loss, diag = fused_oreal_loss(h, W, y, coef_logp=-w, chunk_tokens=chunk_tokens, weight_grad_into=W.main_grad)
+    def ours_into_main_grad(h, W, y, w):  # as the trainer calls it: dW into megatron's main_grad, no host sync
+        loss, diag = fused_oreal_loss(h, W, y, coef_logp=-w, chunk_tokens=chunk_tokens, weight_grad_into=W.main_grad,
+                                      num_labelled=y.numel())
         return diag.logp, loss
 
     def ours_recompute(h, W, y, w):

@@ -26,12 +26,14 @@ class MicroBatch:
     fields: dict[str, torch.Tensor] = field(default_factory=dict)  # per token [T, ...]
     sequence_fields: dict[str, torch.Tensor] = field(default_factory=dict)  # per real sequence [S]
     index: int = 0  # position in the step's list of micro-batches
+    num_labelled: int | None = None  # labels that are not ignored, when the builder knows it (saves a host sync)
 
     def to(self, device) -> "MicroBatch":
         return MicroBatch(self.input_ids.to(device), self.position_ids.to(device),
                           self.seq_lengths, self.num_real_tokens,
                           {k: v.to(device) for k, v in self.fields.items()},
-                          {k: v.to(device) for k, v in self.sequence_fields.items()}, self.index)
+                          {k: v.to(device) for k, v in self.sequence_fields.items()}, self.index,
+                          self.num_labelled)
 
 
 def pack(sequences: list[torch.Tensor], length: int, fields: dict[str, list[torch.Tensor]] = None,

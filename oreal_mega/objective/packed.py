@@ -61,7 +61,9 @@ class PackedResponses:
     def sequence_ids(self) -> torch.Tensor:
         """[T] int64: index of the sequence each token belongs to."""
         lengths = (self.cu_seqlens[1:] - self.cu_seqlens[:-1]).long()
-        return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths)
+        # output_size: T is known on the host, so this needs no device-to-host sync
+        return torch.repeat_interleave(torch.arange(lengths.numel(), device=lengths.device), lengths,
+                                       output_size=self.response_mask.numel())
 
     @cached_property
     def response_lengths(self) -> torch.Tensor:

@@ -31,27 +31,22 @@ def threshold_rescale(prob: torch.Tensor, threshold: float) -> torch.Tensor:
 
 def topk_rescale(prob: torch.Tensor, batch: PackedResponses, ratio: float) -> torch.Tensor:
     """Per sequence, keep the ⌊ratio·T_resp⌋ response tokens with the highest prob, min-max scale the kept
-    values to [0, 1] (all 1 when they are equal), set every other token to 0. Ties: earlier token first."""
-    response = torch.nonzero(batch.response_mask).squeeze(1)
-    values = prob[response]
-    seq = batch.sequence_ids[response]
-    # order tokens by sequence, then by descending prob (two stable sorts)
-    order = torch.argsort(values, descending=True, stable=True)
-    order = order[torch.argsort(seq[order], stable=True)]
-    lengths = batch.response_lengths
-    first = torch.cumsum(lengths, 0) - lengths
-    rank_in_seq = torch.arange(order.numel(), device=prob.device) - first[seq[order]]
-    keep_count = torch.floor(lengths.double() * ratio).long()
-    kept = order[rank_in_seq < keep_count[seq[order]]]
-    kept_values, kept_seq = values[kept], seq[kept]
-    s = batch.num_sequences
-    vmax = torch.full((s,), -torch.inf, device=prob.device).scatter_reduce(0, kept_seq, kept_values, "amax")
-    vmin = torch.full((s,), torch.inf, device=prob.device).scatter_reduce(0, kept_seq, kept_values, "amin")
-    span = (vmax - vmin)[kept_seq]
-    scaled = torch.where(span > 0, (kept_values - vmin[kept_seq]) / span.clamp_min(torch.finfo(span.dtype).tiny), 1.0)
-    out = torch.zeros_like(prob)
-    out[response[kept]] = scaled
-    return out
+    values to [0, 1] (all 1 when they are equal), set every other token to 0. Ties: earlier token first.
+    Computed over the whole stream with masks (no data-dependent shapes, so no host sync)."""
+    mask, s = batch.response_mask, batch.num_sequences
+    group = torch.where(mask, batch.sequence_ids, s)  # the tokens off the responses form group s
+    # order tokens by group, then by descending prob (two stable sorts)
+    order = torch.argsort(torch.where(mask, prob, -torch.inf), descending=True, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    sizes = segment_sum(torch.ones_like(group), group, s + 1)
+    rank_in_group = torch.arange(order.numel(), device=prob.device) - (torch.cumsum(sizes, 0) - sizes)[group[order]]
+    keep_count = torch.cat([torch.floor(batch.response_lengths.double() * ratio).long(), sizes.new_zeros(1)])
+    kept = torch.zeros_like(mask).scatter(0, order, rank_in_group < keep_count[group[order]])
+    vmax = prob.new_full((s + 1,), -torch.inf).scatter_reduce(0, group, torch.where(kept, prob, -torch.inf), "amax")
+    vmin = prob.new_full((s + 1,), torch.inf).scatter_reduce(0, group, torch.where(kept, prob, torch.inf), "amin")
+    span = (vmax - vmin)[group]
+    scaled = torch.where(span > 0, (prob - vmin[group]) / span.clamp_min(torch.finfo(span.dtype).tiny), 1.0)
+    return torch.where(kept, scaled, 0.0)
 
 
 def positive_negative_weights(q: torch.Tensor, batch: PackedResponses, cfg: ObjectiveConfig):

@@ -56,6 +56,7 @@ def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length:
             "first_error": torch.tensor([t.first_error for t in chosen], dtype=torch.long),
             "length": torch.tensor([t.length for t in chosen], dtype=torch.long),
         }
+        mb.num_labelled = sum(len(t.response_ids) for t in chosen)
         out.append(mb)
     return out
 

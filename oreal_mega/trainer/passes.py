@@ -18,7 +18,7 @@ def sequence_logprobs(chunks, mbs: list[MicroBatch], tp_group, temperature: floa
     def loss_fn(hidden, model, mb):
         with torch.no_grad():
             logp = token_logprobs(hidden, model.lm_head_weight(), mb.fields["labels"], temperature=temperature,
-                                  tp_group=tp_group)
+                                  tp_group=tp_group, num_labelled=mb.num_labelled)
         return hidden.new_zeros((), dtype=torch.float32), {"logp": logp}
 
     with torch.no_grad():
@@ -61,7 +61,7 @@ def actor_step(chunks, mbs: list[MicroBatch], ref_logps, weights, counts: Global
                                       coef_logp=pad_to(coef_logp, length), ref_logp=ref_logps[i],
                                       kl_coef=pad_to(kl_coef, length), kl_type=cfg.kl_type,
                                       temperature=temperature, tp_group=tp_group,
-                                      weight_grad_into=model.lm_head_main_grad())
+                                      weight_grad_into=model.lm_head_main_grad(), num_labelled=mb.num_labelled)
         mask = mb.fields["labels"] != -100  # masked sums, not boolean indexing: no host sync
         metrics = {"loss": loss.detach(), "kl_sum": torch.where(mask, diag.kl, 0.0).sum(),
                    "entropy_sum": torch.where(mask, diag.entropy, 0.0).sum(), "tokens": mask.sum()}

@@ -105,8 +105,10 @@ def sft(cfg: SFTConfig) -> Path:
         def loss_fn(hidden, model, mb):
             labels = mb.fields["labels"]
             loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), labels, coef_logp=-1.0 / tokens,
-                                          tp_group=tp_group, weight_grad_into=model.lm_head_main_grad())
-            return loss, {"loss": loss.detach(), "correct_tokens": (diag.logp[labels != -100] > -0.6931).sum()}
+                                          tp_group=tp_group, weight_grad_into=model.lm_head_main_grad(),
+                                          num_labelled=mb.num_labelled)
+            correct = (diag.logp > -0.6931) & (labels != -100)  # a masked sum, not indexing: no host sync
+            return loss, {"loss": loss.detach(), "correct_tokens": correct.sum()}
 
         zero_grads(policy)
         out = forward_backward(policy, mbs, loss_fn)
