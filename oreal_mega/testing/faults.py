@@ -4,8 +4,8 @@ faults injected from outside the trainer, for tests (run it under torchrun like 
 --nan-grads-at STEP,...  at those steps the policy's gradients are overwritten with NaN right before
                          the non-finite guard looks at them (the guard's skip / stop logic).
 --kill-at PHASE:STEP     SIGKILL of the whole run, the torchrun agent and every worker, in PHASE of
-                         STEP: on entering `rollout`, `update` (the policy update) or `sync` (the
-                         weight sync into vLLM); in `checkpoint` once this rank's shard of the step's
+                         STEP: once every rank has entered `rollout`, `update` (the policy update)
+                         or `sync` (the weight sync into vLLM); in `checkpoint` once this rank's shard of the step's
                          checkpoint is written, before the checkpoint is sealed.
 --engine-dies-at STEP    the vLLM engine core dies in the rollout of STEP (its generate call raises
                          vLLM's EngineDeadError).
@@ -48,6 +48,10 @@ def _tracked(phase: str, method: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         step = signature.bind(*args, **kwargs).arguments["step"]
         if (phase, step) == _kill_on_entering:
+            # every rank is in the phase before the kill, as when a whole job is killed there (without
+            # the barrier the first rank in could kill rank 0 before it logged the previous step)
+            if torch.distributed.is_initialized():
+                torch.distributed.barrier()
             kill_run()
         _running.append((phase, step))
         try:
