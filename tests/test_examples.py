@@ -128,6 +128,8 @@ def test_ablation_variants_are_valid_objectives_and_its_table_averages_over_seed
     assert pairs.keep_pairs and pairs.token_weights == "none" and pairs.actor_freeze_steps == 0
     assert pairs == ObjectiveConfig(**ablation.RL["objective"])
     assert ObjectiveConfig(**ablation.VARIANTS["+ oracle token weights"]).token_weights == "oracle"
+    for attempt, change in ablation.ATTEMPTS.items():  # each attempt: the RM row with its keys changed
+        assert ablation.VARIANTS[attempt] == {**ablation.VARIANTS["+ token-level RM (OREAL)"], **change}
 
     def summary(greedy):
         return {"greedy_pass_at_1": greedy, "sampled_pass_at_1": greedy / 2, "pass_at_8": 0.9, "problems": 300}

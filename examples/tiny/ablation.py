@@ -45,7 +45,15 @@ def _nested(changes: dict) -> dict:
     return rows
 
 
-VARIANTS = _nested(CHANGES)
+# Attempts to make the co-trained RM help, within the reference code's options: each is the RM row
+# with these keys changed (not a step of the paper's table). 'topk' is the reference's alternative
+# weighting (commented out in its config): min-max scaling keeps ω away from zero even when q ≈ ½.
+ATTEMPTS = {
+    "token-level RM, top-k weights (attempt)": {"token_weights": "topk"},
+    "token-level RM, 10-step actor freeze (attempt)": {"actor_freeze_steps": 10},
+}
+RM_ROW = "+ token-level RM (OREAL)"
+VARIANTS = _nested(CHANGES) | {name: {**_nested(CHANGES)[RM_ROW], **change} for name, change in ATTEMPTS.items()}
 SCORES = (("greedy pass@1", "greedy_pass_at_1"), ("sampled pass@1", "sampled_pass_at_1"), ("pass@8", "pass_at_8"))
 
 
@@ -123,6 +131,10 @@ def table(by_seed: dict[int, dict], args, seconds: float) -> str:
     lines += ["", "Each row's change over the row above (objective keys): "
               + "; ".join(f"{row}: {', '.join(f'{k}={v}' for k, v in CHANGES[row].items())}"
                           for row in rows if row in CHANGES and row != "REINFORCE")]
+    attempts = [row for row in rows if row in ATTEMPTS]
+    if attempts:
+        lines += ["", f"Attempts, each the row '{RM_ROW}' with: " + "; ".join(
+            f"{row}: {', '.join(f'{k}={v}' for k, v in ATTEMPTS[row].items())}" for row in attempts)]
     lines += ["", f"Held-out problems per seed: {by_seed[seeds[0]]['SFT']['problems']}; RL: {args.rl_steps} steps of "
               f"{RL['data']['prompts_per_step']} prompts × {RL['rollout']['n']} samples{wall}.",
               "Command: `python " + " ".join(sys.argv) + "`"]
