@@ -11,6 +11,7 @@ to OUT/results.json. Finished runs are reused, so an interrupted ablation resume
 """
 import argparse
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -137,7 +138,7 @@ def table(by_seed: dict[int, dict], args, seconds: float) -> str:
             f"{row}: {', '.join(f'{k}={v}' for k, v in ATTEMPTS[row].items())}" for row in attempts)]
     lines += ["", f"Held-out problems per seed: {by_seed[seeds[0]]['SFT']['problems']}; RL: {args.rl_steps} steps of "
               f"{RL['data']['prompts_per_step']} prompts × {RL['rollout']['n']} samples{wall}.",
-              "Command: `python " + " ".join(sys.argv) + "`"]
+              "Command: `python " + shlex.join(sys.argv) + "`"]
     return "\n".join(lines)
 
 
