@@ -61,7 +61,7 @@ def measure(chunks, arch, tokens: int, doc_len: int, topo, dtype: str, steps: in
     docs = [torch.randint(0, arch.vocab_size, (n,), generator=gen) for n in doc_lengths]
     labels = [torch.cat([d[1:], torch.tensor([-100])]) for d in docs]
     batch = pack(docs, tokens, {"labels": labels}, pad_values={"labels": -100})
-    batch.num_labelled = tokens - len(docs)  # as the trainer's micro-batches: no host sync in the loss
+    batch.num_labelled = int((batch.fields["labels"] != -100).sum())  # counted on the host, as the trainer does
 
     def loss_fn(hidden, model, mb):
         loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), mb.fields["labels"],

@@ -5,8 +5,8 @@ faults injected from outside the trainer, for tests (run it under torchrun like 
                          the non-finite guard looks at them (the guard's skip / stop logic).
 --kill-at PHASE:STEP     SIGKILL of the whole run, the torchrun agent and every worker, in PHASE of
                          STEP: once every rank has entered `rollout`, `update` (the policy update)
-                         or `sync` (the weight sync into vLLM); in `checkpoint` once this rank's shard of the step's
-                         checkpoint is written, before the checkpoint is sealed.
+                         or `sync` (the weight sync into vLLM); in `checkpoint` once this rank's
+                         shard of the step's checkpoint is written, before the checkpoint is sealed.
 --engine-dies-at STEP    the vLLM engine core dies in the rollout of STEP (its generate call raises
                          vLLM's EngineDeadError).
 --disk-full-at STEP      writing this rank's checkpoint shard at STEP fails with ENOSPC once half of
