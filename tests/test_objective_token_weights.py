@@ -4,7 +4,8 @@ import math
 import pytest
 import torch
 
-from oreal_mega.objective import ObjectiveConfig, PackedResponses, token_weights, trm_loss
+from oreal_mega.errors import UserError
+from oreal_mega.objective import ObjectiveConfig, PackedResponses, reference_logprob_feature, token_weights, trm_loss
 from oreal_mega.objective.packed import response_prefix_mean
 from oreal_mega.objective.token_weights import correctness_probability, positive_negative_weights, topk_rescale
 
@@ -194,3 +195,37 @@ def test_oracle_weights_hand_case():
         token_weights(None, batch, cfg)
     with pytest.raises(ValueError, match=r"first_error must have shape \(5,\)"):
         token_weights(None, batch, cfg, first_error=first_error[:4])
+
+
+def test_reference_logprob_feature_is_the_running_minimum_of_earlier_response_tokens():
+    # seq 0: prompt 2, response log-probs [−1, −0.5, −3, −0.1]; seq 1: prompt 1, response [−2, −0.2, −5]
+    batch = PackedResponses.from_lengths([2, 1], [4, 3], [True, False], [0.0, 0.0], [0.0, 0.0])
+    mask = batch.response_mask
+    logp = torch.zeros(mask.numel())
+    logp[mask] = torch.tensor([-1.0, -0.5, -3.0, -0.1, -2.0, -0.2, -5.0])
+    logp[~mask] = -40.0  # off-response values (none in the trainer's stream) must not leak in
+    feature = reference_logprob_feature(logp, batch)
+    expected = torch.zeros(mask.numel())
+    # first response token 0; then the min over the earlier ones; seq 1 restarts (seq 0's −3 does not carry)
+    expected[mask] = torch.tensor([0.0, -1.0, -1.0, -3.0, 0.0, -2.0, -2.0])
+    assert torch.equal(feature, expected)
+
+
+def test_reference_logprob_feature_matches_a_per_sequence_loop_on_a_long_stream():
+    gen = torch.Generator().manual_seed(4)
+    batch = random_batch(gen, num_seqs=40)
+    logp = -torch.rand(batch.response_mask.numel(), generator=gen, dtype=torch.float64) * 30
+    feature = reference_logprob_feature(logp, batch)
+    for s in range(batch.num_sequences):
+        tokens = (batch.sequence_ids == s) & batch.response_mask
+        values = logp[tokens]
+        expected = [0.0] + [values[:t].min().item() for t in range(1, values.numel())]
+        assert torch.allclose(feature[tokens].double(), torch.tensor(expected[: values.numel()], dtype=torch.float64),
+                              rtol=1e-6)
+    assert torch.count_nonzero(feature[~batch.response_mask]) == 0
+
+
+def test_trm_input_is_checked():
+    assert ObjectiveConfig(trm_input="hidden+reference_logprob").trm_input == "hidden+reference_logprob"
+    with pytest.raises(UserError, match="trm_input = 'logits' is not one of hidden, hidden"):
+        ObjectiveConfig(trm_input="logits")

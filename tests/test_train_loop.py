@@ -204,7 +204,8 @@ def test_eval_names_a_directory_that_is_no_model(tmp_path):
 
 def test_token_rm_diagnostics_and_oracle_weights_on_the_synthetic_task(tmp_path):
     """On the synthetic task (prompt records carry their canonical solution) the token-RM's error
-    localisation against the oracle and its pair accuracy are logged; token_weights=oracle trains."""
+    localisation against the oracle and its pair accuracy are logged (here with the reference log-prob
+    input); token_weights=oracle trains."""
     data = tmp_path / "data"
     subprocess.run([sys.executable, "-m", "oreal_mega", "data", "synthetic", "--out", str(data), "--train", "64",
                     "--eval", "8", "--levels", "1", "2"], check=True, capture_output=True)
@@ -220,10 +221,14 @@ def test_token_rm_diagnostics_and_oracle_weights_on_the_synthetic_task(tmp_path)
     }
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config))
-    torchrun("-m oreal_mega train", 1, [path, f"train.out_dir={tmp_path / 'trm'}"])
+    # the RM with the reference log-prob input: unlike the zero head alone, it weights the negatives'
+    # tokens from step 0, so the first policy update already has a gradient
+    torchrun("-m oreal_mega train", 1, [path, f"train.out_dir={tmp_path / 'trm'}",
+                                        "objective.trm_input=hidden+reference_logprob"])
     trm = _metrics(tmp_path / "trm")
     assert trm[0]["trm_error_responses"] > 0 and 0.0 <= trm[0]["trm_error_auc"] <= 1.0
     assert "trm_pair_accuracy" in trm[0] or trm[0]["pass_rate"] in (0.0, 1.0)
+    assert trm[0]["policy_grad_norm"] > 0
     torchrun("-m oreal_mega train", 1, [path, f"train.out_dir={tmp_path / 'oracle'}", "objective.token_weights=oracle"])
     oracle = _metrics(tmp_path / "oracle")
     assert sorted(oracle) == [0, 1] and math.isfinite(oracle[1]["loss"]) and oracle[1]["policy_grad_norm"] > 0

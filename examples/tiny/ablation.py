@@ -46,12 +46,14 @@ def _nested(changes: dict) -> dict:
     return rows
 
 
-# Attempts to make the co-trained RM help, within the reference code's options: each is the RM row
-# with these keys changed (not a step of the paper's table). 'topk' is the reference's alternative
-# weighting (commented out in its config): min-max scaling keeps ω away from zero even when q ≈ ½.
+# Attempts to make the co-trained RM help: each is the RM row with these keys changed (not a step of
+# the paper's table). 'topk' is the reference's alternative weighting (commented out in its config):
+# min-max scaling keeps ω away from zero even when q ≈ ½. The reference log-prob input is not in the
+# paper: the RM's logit also sees the lowest log-prob the frozen reference gave the prefix's tokens.
 ATTEMPTS = {
     "token-level RM, top-k weights (attempt)": {"token_weights": "topk"},
     "token-level RM, 10-step actor freeze (attempt)": {"actor_freeze_steps": 10},
+    "token-level RM, reference log-prob input (attempt)": {"trm_input": "hidden+reference_logprob"},
 }
 RM_ROW = "+ token-level RM (OREAL)"
 VARIANTS = _nested(CHANGES) | {name: {**_nested(CHANGES)[RM_ROW], **change} for name, change in ATTEMPTS.items()}

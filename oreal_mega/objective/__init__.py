@@ -6,12 +6,13 @@ from .packed import PackedResponses
 from .rewards import Rewards, advantages, rewards_from_verdicts
 from .selection import difficulty_balanced_prompts, select_trajectories
 from .rm_diagnostics import error_localisation, pair_accuracy
-from .token_weights import correctness_probability, sequence_mean_logit, token_weights, trm_loss
+from .token_weights import (correctness_probability, reference_logprob_feature, sequence_mean_logit, token_weights,
+                            trm_loss)
 
 __all__ = [
     "ObjectiveConfig", "PackedResponses", "Rewards", "GlobalCounts", "ActorLossTerms",
     "rewards_from_verdicts", "advantages", "difficulty_balanced_prompts", "select_trajectories",
-    "token_weights", "trm_loss", "correctness_probability", "sequence_mean_logit", "global_counts",
+    "token_weights", "trm_loss", "correctness_probability", "reference_logprob_feature", "sequence_mean_logit", "global_counts",
     "error_localisation", "pair_accuracy",
     "actor_token_coefficients", "actor_loss_reference",
 ]

@@ -13,6 +13,7 @@ from oreal_mega.kernels import KL_TYPES
 MODES = ("code", "paper")
 ADVANTAGE_TYPES = ("rloo", "grpo", "reinforce")
 TOKEN_WEIGHT_TYPES = ("threshold", "topk", "none", "oracle")
+TRM_INPUTS = ("hidden", "hidden+reference_logprob")
 POLICY_NORMALIZERS = ("split", "joint")
 
 # (low, high, repeat): a prompt with low <= pass_rate < high is repeated `repeat` times; others are dropped.
@@ -67,6 +68,10 @@ class ObjectiveConfig:
     """topk mode: fraction of a negative response's tokens kept (by 1 − q), min-max scaled to [0, 1]."""
     actor_freeze_steps: int = 10
     """Steps at the start during which only the TRM trains (its head starts at zero, so ω± = 0)."""
+    trm_input: str = "hidden"
+    """What the TRM's logit s_t sees: 'hidden' (the paper: w·h_t, the trunk's state that predicts y_t);
+    'hidden+reference_logprob' (not in the paper): w·h_t + a·f_t, f_t the lowest log-prob the frozen
+    reference gave any response token before y_t, a a learned scalar starting at 1."""
 
     REMOVED_KEYS: ClassVar[dict[str, str]] = dict.fromkeys(
         ("ppo_clip", "clip_low", "clip_high"),
@@ -79,6 +84,7 @@ class ObjectiveConfig:
         _choice("kl_type", self.kl_type, KL_TYPES)
         _choice("token_weights", self.token_weights, TOKEN_WEIGHT_TYPES)
         _choice("policy_normalizer", self.policy_normalizer, POLICY_NORMALIZERS)
+        _choice("trm_input", self.trm_input, TRM_INPUTS)
         for key in ("reward_correct", "reward_wrong", "positive_loss_factor", "negative_loss_factor", "kl_coef"):
             _finite(key, getattr(self, key))
         if not self.reward_correct > self.reward_wrong:

@@ -92,6 +92,22 @@ def token_weights(trm_logits: torch.Tensor | None, batch: PackedResponses, cfg: 
     return torch.where(mask, weights, 0.0).float()
 
 
+def reference_logprob_feature(reference_logp: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
+    """[T] f_t = min over the response tokens y_k, k < t, of the same sequence of log π_ref(y_k)
+    (`reference_logp`: the reference pass's [T] log-probs of the labels); 0 at each response's first
+    token and off-response. A function of the prefix before y_t, as the TRM's state is: the input
+    of trm_input = 'hidden+reference_logprob' (s_t = w·h_t + a·f_t). Detached, no host sync.
+    """
+    mask = batch.response_mask
+    values = torch.where(mask, reference_logp.detach().double(), 0.0)  # log-probs: all <= 0
+    # Per-sequence running minimum in one cummin: shifting sequence k down by k·C (C > max |value|)
+    # puts every earlier sequence's values above all of its own.
+    shift = (values.abs().max() + 1.0) * batch.sequence_ids.double()
+    running_min = torch.cummin(values - shift, dim=0).values + shift
+    before_t = torch.cat([running_min.new_zeros(1), running_min[:-1]])
+    return torch.where(mask & (batch.response_positions > 0), before_t, 0.0).float()
+
+
 def sequence_mean_logit(trm_logits: torch.Tensor, batch: PackedResponses) -> torch.Tensor:
     """[S] fp32 mean_t s_t over each sequence's response tokens: the logit of the TRM's sequence-level
     verdict σ(mean s) (differentiable)."""

@@ -50,7 +50,8 @@ class Learner:
             chunk.requires_grad_(False)
         self.token_rm = self.rm_optimizer = self.rm_scheduler = None
         if cfg.objective.token_weights != "none":
-            self.token_rm = wrap_ddp(to_token_rm(build_from_hf(arch, cfg.model)),
+            self.token_rm = wrap_ddp(to_token_rm(build_from_hf(arch, cfg.model),
+                                                 cfg.objective.trm_input == "hidden+reference_logprob"),
                                      distributed_optimizer=cfg.rm_optim.distributed_optimizer)
             self.rm_optimizer, self.rm_scheduler = build_optimizer(self.token_rm, _schedule(cfg.rm_optim, cfg), dtype)
         self.parked: dict[str, Parked] = {}  # "reference" / "token_rm" when offloaded between uses
@@ -91,7 +92,8 @@ class Learner:
         with times.phase("reference"), self.on_device("reference"):
             ref_logps = sequence_logprobs(self.reference, mbs, self.tp_group, self.cfg.rollout.temperature)
         with times.phase("token_rm"):
-            weights = None if self.token_rm is None else self._token_rm_update(mbs, counts, step, stats, trajectories)
+            weights = (None if self.token_rm is None
+                       else self._token_rm_update(mbs, ref_logps, counts, step, stats, trajectories))
         with times.phase("train"):
             if self.cfg.objective.actor_is_frozen(step):
                 self.policy_scheduler.step(1)  # the warm-up runs during the frozen steps, as in the paper
@@ -108,10 +110,10 @@ class Learner:
         length = max(sum(trajectories[i].length for i in mb) for rank in plan for mb in rank)
         return micro_batches(trajectories, plan[dp_rank] or [[]], length)
 
-    def _token_rm_update(self, mbs, counts, step: int, stats: dict, trajectories) -> list[torch.Tensor]:
+    def _token_rm_update(self, mbs, ref_logps, counts, step: int, stats: dict, trajectories) -> list[torch.Tensor]:
         with self.on_device("token_rm"):
             zero_grads(self.token_rm)
-            out = token_rm_step(self.token_rm, mbs, counts, self.cfg.objective)
+            out = token_rm_step(self.token_rm, mbs, ref_logps, counts, self.cfg.objective)
             finalize_grads(self.token_rm)
             if self.guard.finite(out, self.token_rm, step, "token-RM"):
                 stats.update(optimizer_step((self.rm_optimizer, self.rm_scheduler), "trm_"))

@@ -6,8 +6,8 @@ import torch
 from oreal_mega.kernels import fused_oreal_loss, token_logprobs
 from oreal_mega.models.pipeline import MicroBatch, forward_backward
 from oreal_mega.objective import (GlobalCounts, ObjectiveConfig, actor_token_coefficients,
-                                  correctness_probability, error_localisation, sequence_mean_logit,
-                                  token_weights, trm_loss)
+                                  correctness_probability, error_localisation, reference_logprob_feature,
+                                  sequence_mean_logit, token_weights, trm_loss)
 from oreal_mega.trainer.batch import packed_responses, pad_to
 
 
@@ -25,13 +25,17 @@ def sequence_logprobs(chunks, mbs: list[MicroBatch], tp_group, temperature: floa
         return [m["logp"] for m in forward_backward(chunks, mbs, loss_fn, forward_only=True)]
 
 
-def token_rm_step(chunks, mbs: list[MicroBatch], counts: GlobalCounts, cfg: ObjectiveConfig):
+def token_rm_step(chunks, mbs: list[MicroBatch], ref_logps, counts: GlobalCounts, cfg: ObjectiveConfig):
     """Forward+backward of the token-RM. Returns per micro-batch the token weights ω [T] computed
     from the logits of this (pre-update) forward, the RM's loss / accuracy sums, its sequence-level
-    logits (for pair accuracy) and how well its q drops at the task oracle's first errors."""
+    logits (for pair accuracy) and how well its q drops at the task oracle's first errors.
+    `ref_logps`: the reference pass's log-probs, the RM's second input when cfg.trm_input asks for it."""
     def loss_fn(hidden, model, mb):
-        logits = model.value_head(hidden)[: mb.num_real_tokens]
         batch = packed_responses(mb)
+        n = mb.num_real_tokens
+        feature = (reference_logprob_feature(ref_logps[mb.index][:n], batch)
+                   if cfg.trm_input == "hidden+reference_logprob" else None)
+        logits = model.value_head(hidden[:n], feature)
         loss = trm_loss(logits, batch, counts.sequences)
         first_error = mb.sequence_fields["first_error"]
         omega = token_weights(logits.detach(), batch, cfg, first_error=first_error)

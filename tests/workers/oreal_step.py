@@ -55,10 +55,11 @@ def main():
     states = torch.load(args.states)
     for name, chunks in (("policy", policy), ("reference", reference), ("rm", rm)):
         load_full_state(chunks, states[name], arch.tie_word_embeddings)
-    to_token_rm(rm)
+    to_token_rm(rm, reference_feature=True)  # the paper's w·h_t plus the reference feature's a·f_t
     for chunk in rm:
         if chunk.post_process:
             chunk.value_head.weight.data.copy_(states["value_head"])
+            chunk.value_head.reference_weight.data.fill_(0.7)
     policy, rm = wrap_ddp(policy), wrap_ddp(rm)
 
     for budget in args.max_tokens:
@@ -81,11 +82,11 @@ def oreal_update(arch, policy, reference, rm, budget):
     mine = [trajs[i] for mb in plan[dp_rank] for i in mb]
     counts = global_counts(torch.tensor([len(t.response_ids) for t in mine], dtype=torch.long),
                            torch.tensor([t.is_positive for t in mine]), ps.get_data_parallel_group())
-    cfg = ObjectiveConfig()
+    cfg = ObjectiveConfig(trm_input="hidden+reference_logprob")
     tp_group = ps.get_tensor_model_parallel_group()
 
     ref_logps = sequence_logprobs(reference, mbs, tp_group)
-    rm_metrics = token_rm_step(rm, mbs, counts, cfg)
+    rm_metrics = token_rm_step(rm, mbs, ref_logps, counts, cfg)
     weights = [m["weights"] for m in rm_metrics]
     actor_step(policy, mbs, ref_logps, weights, counts, cfg, tp_group)
     finalize_grads(policy)
