@@ -54,6 +54,8 @@ ATTEMPTS = {
     "token-level RM, top-k weights (attempt)": {"token_weights": "topk"},
     "token-level RM, 10-step actor freeze (attempt)": {"actor_freeze_steps": 10},
     "token-level RM, reference log-prob input (attempt)": {"trm_input": "hidden+reference_logprob"},
+    "token-level RM, reference log-prob input, 10-step actor freeze (attempt)": {
+        "trm_input": "hidden+reference_logprob", "actor_freeze_steps": 10},
 }
 RM_ROW = "+ token-level RM (OREAL)"
 VARIANTS = _nested(CHANGES) | {name: {**_nested(CHANGES)[RM_ROW], **change} for name, change in ATTEMPTS.items()}

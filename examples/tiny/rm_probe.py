@@ -18,10 +18,10 @@ import random
 import time
 
 import torch
-from transformers import AutoModel, AutoTokenizer
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from oreal_mega.objective import (PackedResponses, correctness_probability, error_localisation, pair_accuracy,
-                                  sequence_mean_logit, trm_loss)
+                                  reference_logprob_feature, sequence_mean_logit, trm_loss)
 from oreal_mega.rollout.dump import dumped_steps, read_step
 from oreal_mega.tasks.oracle import first_error_token, response_token_texts
 
@@ -64,13 +64,20 @@ def mixed_prompts(rollouts: list[dict], rng: random.Random | None = None) -> lis
 
 
 class TokenRM(torch.nn.Module):
-    """The trunk of an HF causal LM and the trainer's zero-initialised value head."""
+    """The trunk of an HF causal LM and the trainer's zero-initialised value head; with
+    `reference_input`, also the trainer's reference log-prob feature (objective.trm_input =
+    'hidden+reference_logprob'): the frozen starting model as the reference and a scalar weight from 1."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, reference_input: bool = False):
         super().__init__()
         self.trunk = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
         self.head = torch.nn.Linear(self.trunk.config.hidden_size, 1, bias=False)
         torch.nn.init.zeros_(self.head.weight)
+        self.reference = self.reference_weight = None
+        if reference_input:
+            self.reference = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+            self.reference.requires_grad_(False)
+            self.reference_weight = torch.nn.Parameter(torch.ones(1))
 
     def forward(self, rollouts: list[dict]) -> tuple[torch.Tensor, PackedResponses]:
         """Packed [T] logits s_t, each from the state that predicts token t (as the trainer's)."""
@@ -86,6 +93,13 @@ class TokenRM(torch.nn.Module):
                                              [len(r["response"]) for r in rollouts],
                                              [r["correct"] for r in rollouts],
                                              [0.0] * len(rollouts), [0.0] * len(rollouts))
+        if self.reference is not None:
+            with torch.no_grad():
+                logp = torch.log_softmax(self.reference(input_ids=ids, attention_mask=mask).logits.float(), -1)
+                token_logp = logp[:, :-1].gather(2, ids[:, 1:, None]).squeeze(2)  # position j: log p(token j + 1)
+            stream = torch.cat([torch.cat([token_logp.new_zeros(1), token_logp[b, :len(s) - 1]])
+                                for b, s in enumerate(sequences)])
+            logits = logits + self.reference_weight * reference_logprob_feature(stream, batch)
         return logits, batch
 
 
@@ -123,6 +137,9 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=96, help="responses per optimizer step")
     parser.add_argument("--max-train", type=int, default=0, help="cap on training responses (0: all)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference-input", action="store_true",
+                        help="the RM also sees the reference log-prob feature (trm_input: hidden+reference_logprob); "
+                             "epoch 0 then scores the feature alone")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     rng = random.Random(args.seed)
@@ -137,10 +154,10 @@ def main() -> int:
         train = mixed_prompts(train, rng if args.train_on == "pairs" else None)
     if args.max_train:
         train = train[: args.max_train]
-    model = TokenRM(args.model)
+    model = TokenRM(args.model, args.reference_input)
+    head = list(model.head.parameters()) + ([model.reference_weight] if args.reference_input else [])
     optimizer = torch.optim.AdamW([{"params": model.trunk.parameters(), "lr": args.lr},
-                                   {"params": model.head.parameters(), "lr": args.head_lr or args.lr}],
-                                  weight_decay=0.0)
+                                   {"params": head, "lr": args.head_lr or args.lr}], weight_decay=0.0)
     print(f"train {len(train)} responses ({args.train_on}), held-out {len(held_out)} (pairs of "
           f"{len(held_out) // 2} prompts); lr {args.lr}, head lr {args.head_lr or args.lr}, batch {args.batch}")
     print(f"epoch 0: {json.dumps({k: round(v, 4) for k, v in evaluate(model, held_out, 256).items()})}", flush=True)
