@@ -30,9 +30,10 @@ RL = {
     "rollout": {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 48, "max_model_len": 256,
                 "parity_threshold": 1e-3},
     "verifier": {"workers": 1, "timeout_s": 5},
-    # OREAL without the token-level RM: the reference code's pair selection with ω± = 1, the row that
-    # learns best on this task over three seeds (examples/tiny/RESULTS.md). A co-trained RM of this size
-    # (and of 4.6M parameters) stays near chance, and its near-zero weights stall the policy.
+    # OREAL without the token-level RM: the reference code's pair selection with ω± = 1 (examples/tiny/
+    # RESULTS.md, three seeds). A co-trained RM with the paper's input stays near chance at this size (and
+    # at 4.6M parameters) and its near-zero weights stall the policy; with trm_input =
+    # hidden+reference_logprob it learns and ties pairs on greedy pass@1, with a lower sampled pass@1.
     "objective": {"token_weights": "none", "filter_trajectory": True, "keep_pairs": True,
                   "actor_freeze_steps": 0},
     # 3e-4 drifts away from a weak start (KL 0.3+ to the reference and falling accuracy; calibration in
