@@ -12,7 +12,8 @@ from .token_weights import (correctness_probability, reference_logprob_feature, 
 __all__ = [
     "ObjectiveConfig", "PackedResponses", "Rewards", "GlobalCounts", "ActorLossTerms",
     "rewards_from_verdicts", "advantages", "difficulty_balanced_prompts", "select_trajectories",
-    "token_weights", "trm_loss", "correctness_probability", "reference_logprob_feature", "sequence_mean_logit", "global_counts",
+    "token_weights", "trm_loss", "correctness_probability", "reference_logprob_feature", "sequence_mean_logit",
+    "global_counts",
     "error_localisation", "pair_accuracy",
     "actor_token_coefficients", "actor_loss_reference",
 ]

@@ -21,7 +21,7 @@ class ValueHead(torch.nn.Module):
         logits = (hidden @ self.weight.t()).squeeze(-1).float()
         if self.reference_weight is None:
             return logits
-        return logits + self.reference_weight.float() * reference_feature[: logits.numel()]
+        return logits + self.reference_weight.float() * reference_feature
 
 
 def to_token_rm(chunks: list[OrealGPTModel], reference_feature: bool = False) -> list[OrealGPTModel]:
