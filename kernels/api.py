@@ -237,7 +237,8 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
     stored gradients by grad_output. Hidden/weight conventions as in `token_logprobs`.
 
     `weight_grad_into`: an fp32 tensor shaped like `weight` (megatron's `main_grad` of the head) into which
-    the weight's gradient is added during the forward pass; autograd then gives the weight no gradient.
+    the weight's gradient is added during the forward pass; the backward of this loss then neither gives
+    the weight a gradient nor reaches it (its gradient hooks do not run for this use).
     This drops the fp32 [V_local, H] accumulator kept until backward and its low-precision copy (2.2 +
     1.1 GiB at the Qwen2.5-7B head, TP=1). The loss must be backpropagated unscaled (gradient 1; checked
     on the device) and the weight's other uses must add their own gradients as usual.
@@ -269,6 +270,10 @@ def fused_oreal_loss(hidden, weight, labels, *, coef_logp=None, coef_ratio=None,
             hidden, weight, labels, coef_logp=coef_logp, coef_ratio=coef_ratio, ref_logp=ref_logp,
             kl_coef=kl_coef, kl_type=kl_type, temperature=temperature, ignore_index=ignore_index)
     else:
+        if weight_grad_into is not None:
+            # Off the graph: autograd would otherwise still run the weight's gradient hooks, with no
+            # gradient (megatron DDP's hook asserts on that when it overlaps the reduction).
+            weight = weight.detach()
         loss, *diagnostics = _FusedOrealLoss.apply(hidden, weight, labels, coef_logp, coef_ratio, ref_logp,
                                                    kl_coef, kl_type, temperature, tp_group, ignore_index,
                                                    backend, chunk_tokens, weight_grad_into, num_labelled)

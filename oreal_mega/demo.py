@@ -9,6 +9,8 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -27,8 +29,7 @@ SFT = {
 RL = {
     "model": {"dtype": "float32"},
     "data": {"prompts_per_step": 64, "difficulty_balance": False},
-    "rollout": {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 48, "max_model_len": 256,
-                "parity_threshold": 1e-3},
+    "rollout": {"n": 8, "temperature": 1.0, "top_p": 1.0, "max_tokens": 48, "max_model_len": 256},
     "verifier": {"workers": 1, "timeout_s": 5},
     # OREAL without the token-level RM: the reference code's pair selection with ω± = 1 (examples/tiny/
     # RESULTS.md, three seeds). A co-trained RM with the paper's input stays near chance at this size (and
@@ -43,6 +44,7 @@ RL = {
     "train": {"micro_batch_tokens": 4096, "save_every": 10, "keep_last": 1},
 }
 RL_STEPS = 90
+PROGRESS = re.compile(r"step \d+/\d+ ")  # MetricsLog.progress's line (SFT and RL), printed by rank 0
 
 
 def add_arguments(parser) -> None:
@@ -68,17 +70,40 @@ def add_task_arguments(parser) -> None:
 
 
 def stage(title: str, cmd: list[str], log: Path) -> float:
-    """Run one command with its output in `log`; seconds taken. A failure shows the log's end."""
+    """Run one command with its output in `log` and its progress on the terminal; seconds taken. A
+    failure shows the log's end."""
     print(f"== {title}: {' '.join(cmd)}  (log: {log})", flush=True)
     start = time.perf_counter()
-    with log.open("w") as handle:
-        proc = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT)
-    if proc.returncode:
+    returncode = run_logged(cmd, log, sys.stdout)
+    if returncode:
         tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-30:])
-        raise SystemExit(f"stage '{title}' failed (exit {proc.returncode}); end of {log}:\n{tail}")
+        raise SystemExit(f"stage '{title}' failed (exit {returncode}); end of {log}:\n{tail}")
     seconds = time.perf_counter() - start
     print(f"   done in {seconds:.0f} s", flush=True)
     return seconds
+
+
+def run_logged(cmd: list[str], log: Path, terminal) -> int:
+    """Run `cmd` with all its output copied to `log` as it comes (byte for byte), and its progress lines
+    (trainer/metrics.py's `step k/N ... (ETA ...)`) shown on `terminal`: one line rewritten in place on a
+    TTY, one line per step otherwise. Returns the exit status."""
+    live, shown = terminal.isatty(), False
+    with log.open("wb") as handle, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
+        for raw in proc.stdout:
+            handle.write(raw)
+            handle.flush()
+            line = raw.decode(errors="replace").rstrip()
+            if PROGRESS.match(line):
+                if live:  # \r and padding to the width: a shorter line overwrites the longer one before it
+                    width = shutil.get_terminal_size().columns - 1
+                    terminal.write("\r" + f"   {line}"[:width].ljust(width))
+                    shown = True
+                else:
+                    terminal.write(f"   {line}\n")
+                terminal.flush()
+    if shown:
+        terminal.write("\n")
+    return proc.returncode
 
 
 def _config(path: Path, base: dict, **sections) -> Path:

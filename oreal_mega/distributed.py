@@ -73,13 +73,39 @@ def die_with_launcher() -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def init_distributed(parallel: ParallelConfig, num_layers: int | None = None) -> Topology:
-    """Join the torchrun job (or start a world of one) and build megatron's parallel groups."""
+_DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")  # the workspace settings cuBLAS is reproducible with
+
+
+def make_deterministic() -> None:
+    """`train.deterministic`: the learner's CUDA passes repeat bit for bit on the same machine and
+    software, at some speed (NOT run on a GPU yet). Call it before any CUDA work: cuBLAS reads
+    CUBLAS_WORKSPACE_CONFIG when its first handle is created, NCCL reads NCCL_ALGO when its first
+    communicator is; an NCCL_ALGO set by the user is kept. Then torch's deterministic algorithms,
+    process-wide (an in-process vLLM engine's torch ops included), which also make CUDA `index_add` /
+    `scatter_add` (our `segment_sum`) sort-based instead of atomic, and through them megatron's
+    `deterministic_mode` (models/builder.py) and flash-attn's deterministic backward
+    (models/attention.py). An op with no deterministic implementation warns, naming itself, instead
+    of stopping the run."""
+    import torch
+
+    if os.environ.get("CUBLAS_WORKSPACE_CONFIG") not in _DETERMINISTIC_CUBLAS:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = _DETERMINISTIC_CUBLAS[0]
+    # megatron-LM's deterministic mode insists on an NCCL algorithm chosen by hand, other than NVLS
+    os.environ.setdefault("NCCL_ALGO", "Ring")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def init_distributed(parallel: ParallelConfig, num_layers: int | None = None,
+                     deterministic: bool = False) -> Topology:
+    """Join the torchrun job (or start a world of one) and build megatron's parallel groups;
+    `deterministic`: `make_deterministic()` first."""
     import torch
     import torch.distributed as dist
     from megatron.core import parallel_state, tensor_parallel
 
     die_with_launcher()
+    if deterministic:
+        make_deterministic()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     check_layout(world_size, parallel, num_layers)
     rank = int(os.environ.get("RANK", "0"))

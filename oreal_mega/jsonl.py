@@ -19,16 +19,16 @@ def _decode(line: str) -> dict:
     return item
 
 
-def check_lines(path: Path, problems: list[tuple[int, str]]) -> None:
-    """One UserError for all of a file's bad lines, given as (line number, what is wrong); the
-    first MAX_REPORTED are named, the others counted."""
+def check_lines(path: Path, problems: list[tuple[int, str]], unit: str = "line") -> None:
+    """One UserError for all of a file's bad lines (or parquet rows: `unit`), given as (number, what
+    is wrong); the first MAX_REPORTED are named, the others counted."""
     if len(problems) == 1:
         number, detail = problems[0]
-        raise UserError(f"{path}:{number}: {detail}")
+        raise UserError(f"{path}:{number}: {detail}" if unit == "line" else f"{path}: {unit} {number}: {detail}")
     if problems:
-        shown = "; ".join(f"line {number}: {detail}" for number, detail in problems[:MAX_REPORTED])
+        shown = "; ".join(f"{unit} {number}: {detail}" for number, detail in problems[:MAX_REPORTED])
         more = len(problems) - MAX_REPORTED
-        raise UserError(f"{path}: {len(problems)} bad lines: {shown}" + (f"; … {more} more" if more > 0 else ""))
+        raise UserError(f"{path}: {len(problems)} bad {unit}s: {shown}" + (f"; … {more} more" if more > 0 else ""))
 
 
 def parse_line(path: Path, number: int, line: str) -> dict:

@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from oreal_mega import cli
+from oreal_mega.errors import UserError
 from oreal_mega.trainer import checkpointer as checkpoint
 
 
@@ -34,3 +36,22 @@ def test_keep_last_and_corrupt_latest_falls_back(megatron_world, tmp_path):
     extra = checkpoint.load(latest, models, optims)
     assert extra == {"step": 2}
     assert torch.allclose(models["m"][0].weight, _state(2.0)[0]["m"][0].weight)
+
+
+def test_a_run_that_cannot_resume_is_one_line_on_the_command_line(megatron_world, tmp_path, capsys, monkeypatch):
+    """CheckpointError is a UserError: the command line prints its message alone, no traceback, exit 2."""
+    models, optims = _state(1.0)
+    checkpoint.save(tmp_path / "checkpoints", 1, models, optims, {"step": 1}, keep_last=1)
+    rank_file = tmp_path / "checkpoints" / "step_000001" / "rank_00000.pt"
+    rank_file.write_bytes(rank_file.read_bytes()[:100])
+    checkpointer = checkpoint.Checkpointer(tmp_path, models, optims, save_every=1, keep_last=1, total_steps=2)
+    with pytest.warns(UserWarning, match="skipping checkpoint"), pytest.raises(UserError) as err:
+        checkpointer.resume()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.delenv("TORCHELASTIC_ERROR_FILE", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        cli._report("train", err.value)
+    root = tmp_path / "checkpoints"
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (f"oreal-mega train: error: no checkpoint in {root} can be resumed from (the "
+                                       f"warnings above say why); move {root} away to start the run from step 0\n")

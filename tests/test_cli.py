@@ -48,13 +48,18 @@ def test_eval_and_generate_check_the_architecture_as_train_does(tmp_path, comman
 
 
 @pytest.mark.slow
-def test_under_torchrun_a_config_error_is_printed_once_and_every_rank_exits_2(tmp_path):
+@pytest.mark.parametrize("override, error", [
+    (None, "model.path in {config}: no directory {none}"),
+    ("model.dtype=bf16", "{config} + command line: key 'model.dtype' expects 'bfloat16' | 'float32', got str 'bf16'"),
+])
+def test_under_torchrun_a_config_error_is_printed_once_and_every_rank_exits_2(tmp_path, override, error):
     config = tmp_path / "rl.yaml"
     config.write_text(f"model:\n  path: {tmp_path / 'none'}\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2",
-                          f"--master-port={_free_port()}", "-m", "oreal_mega", "train", str(config)],
+                          f"--master-port={_free_port()}", "-m", "oreal_mega", "train", str(config),
+                          *([override] if override else [])],
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    line = f"oreal-mega train: error: model.path in {config}: no directory {tmp_path / 'none'}"
+    line = "oreal-mega train: error: " + error.format(config=config, none=tmp_path / "none")
     assert out.stdout == "" and out.stderr.splitlines().count(line) == 1, out.stderr
     # torchrun's failure summary (it always prints one) shows the line as the root cause, and both exit codes
     assert re.findall(r"exitcode +: (-?\d+)", out.stderr) == ["2", "2"], out.stderr

@@ -164,3 +164,24 @@ def test_a_removed_key_is_refused_with_what_to_do_instead(tmp_path):
                                           r"injection moved out of the trainer"):
         load_config(TrainConfig, path, ["train.inject_nan_at_steps=[1]"])
 
+
+
+@pytest.mark.parametrize("command, data, override, expected", [
+    ("train", {}, "model.dtype=bf16", "job.yaml + command line: key 'model.dtype' expects 'bfloat16' | 'float32', "
+                                     "got str 'bf16'"),
+    ("train", {"dtype": "float16"}, None, "job.yaml: key 'model.dtype' expects 'bfloat16' | 'float32', "
+                                          "got str 'float16'"),
+    ("sft", {"offload_reference": True}, None, "job.yaml: unknown key 'model.offload_reference' (SFTModelConfig has: "
+                                               "path, dtype, recompute)"),
+    ("sft", {}, "model.offload_token_rm=true", "command line: unknown key 'model.offload_token_rm' (SFTModelConfig "
+                                              "has: dtype, path, recompute)"),
+])
+def test_model_keys_that_would_be_wrong_or_ignored_are_refused(tmp_path, command, data, override, expected):
+    """A dtype typo, float16 (no loss scaling) and SFT's offload keys (SFT has no reference or token-RM)."""
+    from oreal_mega.trainer.config import SFTConfig, TrainConfig
+
+    cls, extra = (TrainConfig, {}) if command == "train" else (SFTConfig, {"data": {"path": "d.jsonl"}})
+    path = _write(tmp_path, {"model": {"path": "m", **data}, **extra})
+    with pytest.raises(ConfigError) as err:
+        load_config(cls, path, [override] if override else [])
+    assert str(err.value) == expected.replace("job.yaml", str(path))

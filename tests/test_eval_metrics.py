@@ -2,14 +2,19 @@
 import json
 from fractions import Fraction
 from itertools import combinations
+from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 
+import oreal_mega.verifier
 from oreal_mega.evaluation import EvalResult, ProblemResult, evaluate, pass_at_k
-from oreal_mega.rollout.base import Sample
+from oreal_mega.rollout.base import RolloutEngine, Sample
 from oreal_mega.rollout.prompts import PromptRecord
-from oreal_mega.verifier import verify
+from oreal_mega.testing.tiny import make_tiny_tokenizer
+from oreal_mega.verifier import VerifierPool, verify
 
 
 def brute_force_pass_at_k(flags: list[bool], k: int) -> Fraction:
@@ -109,3 +114,75 @@ def test_evaluate_rejects_bad_arguments_before_generating():
         evaluate("unused", [{"question": "1+1?"}])
     with pytest.raises(ValueError, match="0 <= k <= n"):
         evaluate("unused", [{"question": "1+1?", "answer": 2}], k=4, n=2)
+
+
+class FixedEngine(RolloutEngine):
+    """Greedy responses of GENERATIONS, the same on every rank, as a real engine's collective generate gives."""
+
+    def generate(self, prompts, sampling, progress=False, *, step=None):
+        return [[make_sample(i, GENERATIONS[i][1])] for i in range(len(prompts))]
+
+    def prompt_logprobs(self, token_ids_list):
+        raise NotImplementedError
+
+    def update_weights(self, named_tensors):
+        raise NotImplementedError
+
+    def sleep(self):
+        pass
+
+    def wake(self, tags=()):
+        pass
+
+    def shutdown(self):
+        pass
+
+
+class CountingPool(VerifierPool):
+    """A real pool that counts, per process, the pools made and the responses judged."""
+    made, judged = 0, []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        CountingPool.made += 1
+
+    def verify_batch(self, responses, *args, **kwargs):
+        CountingPool.judged.append(len(responses))
+        return super().verify_batch(responses, *args, **kwargs)
+
+
+def _evaluate_on_two_ranks(rank: int, tmp: str) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{tmp}/gloo_init", rank=rank, world_size=2)
+    try:
+        from transformers import AutoTokenizer
+
+        oreal_mega.verifier.VerifierPool = CountingPool  # evaluate's default pool
+        tokenizer = AutoTokenizer.from_pretrained(f"{tmp}/tokenizer")
+        problems = [{"question": f"question {i}", "answer": gold} for i, (gold, _, _) in enumerate(GENERATIONS)]
+        # as ColocatedRollout.maybe_evaluate: the trainer's pool on rank 0, None elsewhere; then the default
+        trainer_pool = CountingPool(1) if rank == 0 else None
+        try:
+            results = [evaluate(FixedEngine(), problems, tokenizer=tokenizer, k=0, verifier=verifier)
+                       for verifier in (trainer_pool, None)]
+        finally:
+            if trainer_pool is not None:
+                trainer_pool.close()
+        (Path(tmp) / f"rank{rank}.json").write_text(json.dumps({
+            "made": CountingPool.made, "judged": CountingPool.judged,
+            "pass_at_1": [r.greedy_pass_at_1 for r in results],
+            "statuses": [[p.greedy_verdict.status for p in r.problems] for r in results]}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_torch_distributed_only_rank_0_verifies(tmp_path):
+    """Two gloo ranks evaluate the same generations: one pool and one verification pass in all (rank 0's),
+    and every rank gets the same verdicts and pass@1."""
+    make_tiny_tokenizer(tmp_path / "tokenizer")
+    mp.spawn(_evaluate_on_two_ranks, args=(str(tmp_path),), nprocs=2, join=True)
+    rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["made"] == 2 and rank0["judged"] == [3, 3]  # the trainer's pool, then evaluate's own
+    assert rank1["made"] == 0 and rank1["judged"] == []
+    assert rank0["pass_at_1"] == rank1["pass_at_1"] == [pytest.approx(2 / 3)] * 2  # greedy: right, wrong, right
+    assert rank0["statuses"] == rank1["statuses"] == [["correct", "wrong", "correct"]] * 2

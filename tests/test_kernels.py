@@ -68,10 +68,10 @@ def test_weight_gradient_goes_into_the_callers_fp32_buffer(dtype):
 
 def test_weight_grad_into_refuses_a_wrong_buffer_and_a_scaled_loss():
     hidden, weight, labels = make_inputs(8, 8, 20, torch.float32, seed=2)
-    w = weight.clone().requires_grad_()
+    h, w = hidden.clone().requires_grad_(), weight.clone().requires_grad_()  # the loss reaches only h
     with pytest.raises(ValueError, match=r"weight_grad_into must be fp32 \(20, 8\)"):
-        fused_oreal_loss(hidden, w, labels, coef_logp=1.0, weight_grad_into=torch.zeros(20, 8, dtype=torch.bfloat16))
-    loss, _ = fused_oreal_loss(hidden, w, labels, coef_logp=1.0, weight_grad_into=torch.zeros(20, 8))
+        fused_oreal_loss(h, w, labels, coef_logp=1.0, weight_grad_into=torch.zeros(20, 8, dtype=torch.bfloat16))
+    loss, _ = fused_oreal_loss(h, w, labels, coef_logp=1.0, weight_grad_into=torch.zeros(20, 8))
     with pytest.raises(RuntimeError, match="backpropagated with gradient 1"):
         (2 * loss).backward()
 
@@ -88,7 +88,7 @@ def test_kl_estimators_hand_values():
 
 
 def test_oreal_actor_loss_terms_a_b_c_expressed_with_coefficients():
-    """oreal-algorithm.md §1.2 terms (a), (b), (c) written out directly vs the README's coefficient recipe."""
+    """ALGORITHM.md (One step, 4.) terms (a), (b), (c) written out directly vs the README's coefficient recipe."""
     hidden, weight, _ = make_inputs(10, 12, 50, torch.float32, seed=7, n_ignored=0)
     labels = torch.randint(0, 50, (10,), generator=torch.Generator().manual_seed(3))
     labels[[0, 5]] = -100                                    # prompt tokens of the two packed sequences

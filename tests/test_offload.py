@@ -89,3 +89,50 @@ def test_parked_reference_cannot_run_and_comes_back_exactly(megatron_world):
     parked.load()
     with torch.no_grad():
         assert torch.equal(model(tokens, positions, None), before)
+
+
+def test_host_buffers_are_kept_and_reused_and_new_state_gets_its_own(megatron_world):
+    tokens = torch.arange(3, 40)
+    chunks, optimizer = _model_and_optimizer(0)
+    twin, twin_optimizer = _model_and_optimizer(0)
+    parked = Parked(chunks, optimizer)
+    parked.offload()  # before Adam has state: the parameters only
+    param_buffers = {host.data_ptr() for host in parked._host}
+    param_bytes = parked.host_bytes
+    with parked.loaded():
+        assert parked.host_bytes == 0  # host_bytes: what is parked, though the buffers stay
+        _train_step(chunks, optimizer, tokens)  # Adam's two moments appear here
+    _train_step(twin, twin_optimizer, tokens)
+    buffers = [host.data_ptr() for host in parked._host]
+    assert param_buffers < set(buffers) and parked.host_bytes == 3 * param_bytes
+    for _ in range(2):
+        with parked.loaded():
+            for mine, theirs in zip(_state(chunks, optimizer), _state(twin, twin_optimizer)):
+                assert torch.equal(mine, theirs)
+            _train_step(chunks, optimizer, tokens)
+        _train_step(twin, twin_optimizer, tokens)
+        assert [host.data_ptr() for host in parked._host] == buffers
+
+
+def test_host_buffers_are_allocated_once_and_pinned_only_with_cuda(monkeypatch):
+    """Logic test (no GPU here): the pinned allocations offload asks for, counted over three cycles."""
+    real_empty, pinned = torch.empty, []
+
+    def empty(*args, pin_memory=None, **kwargs):
+        if pin_memory is not None:
+            pinned.append(pin_memory)
+        return real_empty(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", empty)
+    for cuda in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+        monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+        monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+        model = torch.nn.Linear(4, 3)
+        before = [p.detach().clone() for p in model.parameters()]
+        parked, pinned[:] = Parked([model]), []
+        for _ in range(3):
+            parked.offload()
+            parked.load()
+        assert pinned == [cuda, cuda]  # weight and bias, at the first offload only
+        assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))

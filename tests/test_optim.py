@@ -101,3 +101,10 @@ def test_a_backward_after_an_optimizer_step_is_counted_once(model_and_optim):
         optimizer_step((optimizer, scheduler), "x_")
     assert grads[0].abs().sum() > 0
     assert torch.equal(grads[1], grads[0]) and torch.equal(grads[2], grads[0])
+
+
+def test_float16_is_refused_for_want_of_loss_scaling():
+    from oreal_mega.trainer.optim import OptimConfig, build_optimizer
+
+    with pytest.raises(ValueError, match="float16 training needs loss scaling, which is not implemented; use bfloat16"):
+        build_optimizer([], OptimConfig(), torch.float16)

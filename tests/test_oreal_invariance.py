@@ -11,17 +11,20 @@ WORKER = str(Path(__file__).parent / "workers" / "oreal_step.py")
 pytestmark = pytest.mark.slow
 
 
+ARCHS = ["qwen2", "qwen2-tied"]
+
+
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     """One process: micro-batches of ≤ 64 tokens (several sequences each) and of ≤ 14 (one each)."""
     out = tmp_path_factory.mktemp("single")
-    torchrun(WORKER, 1, ["--max-tokens", 64, 14, "--out", out])
+    torchrun(WORKER, 1, ["--archs", *ARCHS, "--max-tokens", 64, 14, "--out", out])
     return out
 
 
-def _grads(directory: Path, budget: int) -> dict:
+def _grads(directory: Path, arch: str, budget: int) -> dict:
     merged = {"policy": {}, "rm": {}}
-    for part in directory.glob(f"grads_{budget}_pp*.pt"):
+    for part in directory.glob(f"grads_{arch}_{budget}_pp*.pt"):
         for model, grads in torch.load(part).items():
             merged[model].update(grads)
     return merged
@@ -36,11 +39,22 @@ def _assert_same(got: dict, expected: dict):
             assert rel <= 1e-5, (model, name, rel)
 
 
-def test_micro_batch_size_and_packing(single_process):
-    _assert_same(_grads(single_process, 14), _grads(single_process, 64))
+@pytest.mark.parametrize("arch", ARCHS)
+def test_micro_batch_size_and_packing(single_process, arch):
+    _assert_same(_grads(single_process, arch, 14), _grads(single_process, arch, 64))
 
 
-@pytest.mark.parametrize("layout", [[], ["--tp", 2], ["--pp", 2]], ids=["dp2", "tp2", "pp2"])
+@pytest.mark.parametrize("layout", [["--overlap-grad-reduce"], ["--tp", 2], ["--pp", 2, "--overlap-grad-reduce"]],
+                         ids=["dp2-overlap", "tp2", "pp2-overlap"])
 def test_parallel_layouts(single_process, tmp_path, layout):
-    torchrun(WORKER, 2, ["--max-tokens", 30, "--states", single_process / "states.pt", "--out", tmp_path, *layout])
-    _assert_same(_grads(tmp_path, 30), _grads(single_process, 64))
+    """With the DP reduction overlapped with the backward (forced on: gloo's default is off), in several
+    buckets, for an untied and a tied LM head, whose gradient the fused loss writes straight into
+    main_grad; two updates per run, so that the second runs megatron's steady-state overlap (the
+    first reduces at finish_grad_sync), with different micro-batch counts."""
+    overlap = "--overlap-grad-reduce" in layout
+    archs, budgets = (ARCHS, [30, 16]) if overlap else (ARCHS[:1], [30])
+    torchrun(WORKER, 2, ["--archs", *archs, "--max-tokens", *budgets, "--states", single_process,
+                         "--out", tmp_path, *layout])
+    for arch in archs:
+        for budget in budgets:
+            _assert_same(_grads(tmp_path, arch, budget), _grads(single_process, arch, 64))

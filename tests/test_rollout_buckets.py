@@ -1,4 +1,4 @@
-"""Bucketing, sampling-config validation, parity maths and prompt parsing (no vLLM needed)."""
+"""Bucketing, sampling-config validation and prompt parsing (no vLLM needed; parity maths: test_parity.py)."""
 import json
 
 import pytest
@@ -8,14 +8,6 @@ from oreal_mega.errors import UserError
 from oreal_mega.rollout.base import SamplingConfig
 from oreal_mega.rollout.buckets import bucketize, layer_group
 from oreal_mega.rollout.prompts import read_prompts
-from oreal_mega.rollout.parity import (
-    PolicyParityError,
-    check_parity,
-    compare_logprobs,
-    probe_input,
-    suspect_groups,
-    trainer_fingerprints,
-)
 
 
 def _layer_tensors(layer: int, numel: int):
@@ -58,52 +50,6 @@ def test_oversized_group_is_its_own_bucket_and_bad_size_rejected():
 def test_sampling_config_rejects_out_of_range(field, value):
     with pytest.raises(ValueError, match=field):
         SamplingConfig(**{field: value})
-
-
-def test_compare_logprobs_by_hand():
-    engine = [torch.tensor([-1.0, -2.0]), torch.tensor([-0.5])]
-    trainer = [torch.tensor([-1.0, -2.25]), torch.tensor([-0.375])]
-    report = compare_logprobs(engine, trainer)
-    assert report.max_abs_diff == 0.25
-    assert report.mean_abs_diff == pytest.approx((0 + 0.25 + 0.125) / 3, abs=1e-15)
-    assert report.worst[0] == (0, 1, -2.0, -2.25)
-    assert check_parity(engine, trainer, threshold=0.3).tokens == 3
-    with pytest.raises(PolicyParityError, match="sequence 0 position 1"):
-        check_parity(engine, trainer, threshold=0.1)
-    nan_report = compare_logprobs([torch.tensor([float("nan")])], [torch.tensor([0.0])])
-    assert nan_report.max_abs_diff == float("inf")
-
-
-def test_fingerprints_do_not_depend_on_fusion():
-    """A fused q/k/v applied to the probe gives the same (Σy, Σy²) as the three parts."""
-    generator = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(rows, 8, generator=generator, dtype=torch.float64) for rows in (8, 4, 4))
-    bias = torch.randn(16, generator=generator, dtype=torch.float64)
-    separate = trainer_fingerprints([
-        ("model.layers.0.attn.q_proj.weight", q), ("model.layers.0.attn.q_proj.bias", bias[:8]),
-        ("model.layers.0.attn.k_proj.weight", k), ("model.layers.0.attn.k_proj.bias", bias[8:12]),
-        ("model.layers.0.attn.v_proj.weight", v), ("model.layers.0.attn.v_proj.bias", bias[12:]),
-    ])
-    fused_output = probe_input(8) @ torch.cat([q, k, v]).T + bias
-    expected = (float(fused_output.sum()), float(fused_output.square().sum()))
-    assert separate["layers.0"] == pytest.approx(expected, rel=1e-12)
-
-
-def test_parity_error_names_the_scaled_group():
-    generator = torch.Generator().manual_seed(1)
-    sent = {f"model.layers.{i}.mlp.up_proj.weight": torch.randn(6, 4, generator=generator)
-            for i in range(3)}
-    sent["model.norm.weight"] = torch.ones(4)
-    received = dict(sent)
-    received["model.layers.1.mlp.up_proj.weight"] = sent["model.layers.1.mlp.up_proj.weight"] * 1.5
-    suspects = suspect_groups(trainer_fingerprints(sent.items()), trainer_fingerprints(received.items()))
-    assert [group for group, _ in suspects] == ["layers.1"]
-    with pytest.raises(PolicyParityError, match="worst parameter group: layers.1"):
-        check_parity([torch.tensor([0.0])], [torch.tensor([1.0])], 1e-4,
-                     trainer_fingerprints(sent.items()), trainer_fingerprints(received.items()))
-    with pytest.raises(PolicyParityError, match="no parameter group"):
-        check_parity([torch.tensor([0.0])], [torch.tensor([1.0])], 1e-4,
-                     trainer_fingerprints(sent.items()), trainer_fingerprints(sent.items()))
 
 
 def test_read_prompts_accepts_keys_and_names_bad_lines(tmp_path):

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from oreal_mega.rollout import RolloutEngineError, SamplingConfig
-from oreal_mega.rollout.parity import PolicyParityError, check_parity, trainer_fingerprints
+from oreal_mega.rollout.parity import (
+    ParityLevels,
+    PolicyParityError,
+    check_parity,
+    compare_logprobs,
+    trainer_fingerprints,
+)
 from oreal_mega.testing.launch import torchrun
 from oreal_mega.testing.tiny import make_tiny_model_dir
 
@@ -115,26 +121,50 @@ def test_bucketed_sync_matches_transformers_and_parity_passes(engine, reference,
     expected = [reference_logprobs(trainer, ids) for ids in PROBE]
     after = engine.prompt_logprobs(PROBE)
     assert max((a.double() - b).abs().max().item() for a, b in zip(before, expected)) > 0.1
-    report = check_parity(after, [e.float() for e in expected], threshold=1e-4)
-    assert report.max_abs_diff <= 1e-4
+    assert compare_logprobs(after, expected).max_abs <= 1e-4
+
+
+def _trainer_logprobs(reference, state: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """The probe's log-probs under `state`, from a float64 transformers forward."""
+    from transformers import AutoModelForCausalLM
+    trainer = AutoModelForCausalLM.from_config(reference.config).double().eval()
+    trainer.load_state_dict({name: t.double() for name, t in state.items()})
+    return [reference_logprobs(trainer, ids).float() for ids in PROBE]
 
 
 def test_corrupted_sync_is_caught_and_names_the_group(engine, reference):
+    """One layer's weights corrupted in the engine: the fingerprints name it at fp32 and bf16 levels;
+    a correct sync clears it, the engine's fingerprints then equal the trainer's to fp32 precision."""
     state = perturbed_state(reference, seed=2)
     corrupted = dict(state)
     corrupted["model.layers.1.mlp.up_proj.weight"] = state["model.layers.1.mlp.up_proj.weight"] * 1.5
     engine.update_weights(corrupted.items())
-    from transformers import AutoModelForCausalLM
-    trainer = AutoModelForCausalLM.from_config(reference.config).double().eval()
-    trainer.load_state_dict({name: t.double() for name, t in state.items()})
-    expected = [reference_logprobs(trainer, ids).float() for ids in PROBE]
-    with pytest.raises(PolicyParityError, match="worst parameter group: layers.1") as caught:
-        check_parity(engine.prompt_logprobs(PROBE), expected, threshold=1e-4,
-                     trainer_fp=trainer_fingerprints(state.items()),
-                     engine_fp=engine.weight_fingerprints())
-    assert "layers.0" not in str(caught.value)
+    expected = _trainer_logprobs(reference, state)
+    for dtype in ("float32", "bfloat16"):
+        with pytest.raises(PolicyParityError, match=r"weights differ from the trainer's in layers\.1 ") as caught:
+            check_parity(engine.prompt_logprobs(PROBE), expected, ParityLevels.for_dtype(dtype),
+                         trainer_fingerprints(state.items()), engine.weight_fingerprints())
+        assert "layers.0" not in str(caught.value)
     engine.update_weights(state.items())  # a correct sync clears it
-    check_parity(engine.prompt_logprobs(PROBE), expected, threshold=1e-4)
+    verdict = check_parity(engine.prompt_logprobs(PROBE), expected, ParityLevels.for_dtype("float32"),
+                           trainer_fingerprints(state.items()), engine.weight_fingerprints())
+    assert verdict.outcome == "ok" and verdict.largest_weight_difference <= 1e-5
+
+
+def test_bf16_sized_noise_on_the_trainer_logprobs_does_not_stop(engine, reference):
+    """N(0, 0.02) per token on the trainer's side (a mean |Δ| of ≈ 0.016, per-token maxima a few times
+    that) with the engine holding the right weights: neither a stop nor a warning at bf16 levels; a
+    gross mismatch with the same weights stops, saying no group differs."""
+    state = perturbed_state(reference, seed=6)
+    engine.update_weights(state.items())
+    generator = torch.Generator().manual_seed(0)
+    noisy = [lp + 0.02 * torch.randn(lp.shape, generator=generator) for lp in _trainer_logprobs(reference, state)]
+    levels = ParityLevels.for_dtype("bfloat16")
+    fingerprints = (trainer_fingerprints(state.items()), engine.weight_fingerprints())
+    verdict = check_parity(engine.prompt_logprobs(PROBE), noisy, levels, *fingerprints)
+    assert verdict.outcome == "ok" and verdict.stats.max_abs > 0.03
+    with pytest.raises(PolicyParityError, match="no parameter group's weight fingerprints differ"):
+        check_parity(engine.prompt_logprobs(PROBE), [lp - 1.0 for lp in noisy], levels, *fingerprints)
 
 
 def test_incomplete_or_invalid_sync_blocks_generation(engine, reference):
@@ -228,11 +258,21 @@ def test_dumped_rollouts_replay_exactly(engine, tmp_path):
     assert learner_view(replayed, replay.verdicts_for_step(3)) == original_view
 
 
+@pytest.fixture(scope="module")
+def one_kv_head_model_dir(tmp_path_factory):
+    """The tiny Qwen2 with a single KV head: at rollout TP 2 vLLM replicates it on both ranks."""
+    return make_tiny_model_dir(tmp_path_factory.mktemp("tiny_qwen2_mqa"), arch="qwen2", seed=0,
+                               num_key_value_heads=1)
+
+
 @pytest.mark.parametrize("rollout_tp", [1, 2], ids=["2_replicas", "tp2"])
-def test_torchrun_world_2_uses_vllm_external_launcher(model_dir, rollout_tp):
+def test_torchrun_world_2_uses_vllm_external_launcher(one_kv_head_model_dir, rollout_tp):
+    """Generation, sync and log-probs under external_launcher, and the parity contract at rollout TP 1
+    and 2 (the worker's docstring): fingerprints combined over the TP group, bf16-sized noise, a
+    corrupted layer."""
     worker = Path(__file__).parent / "workers" / "rollout_external_launcher.py"
     checkout = str(Path(__file__).parents[1])  # a script's own directory comes first on sys.path:
-    output = torchrun(str(worker), 2, [model_dir, rollout_tp], timeout=400,  # import this oreal_mega
+    output = torchrun(str(worker), 2, [one_kv_head_model_dir, rollout_tp], timeout=400,  # import this oreal_mega
                       env={"PYTHONPATH": checkout})
     assert output.count(" OK: prompt log-prob gap ") == 2
 
@@ -250,8 +290,8 @@ def test_tied_llama_sync_bad_request_and_dead_engine(tmp_path):
     engine.update_weights(state.items())
     trainer.load_state_dict({name: t.double() for name, t in state.items()})
     probe = [ids[:20] for ids in PROBE]
-    check_parity(engine.prompt_logprobs(probe),
-                 [reference_logprobs(trainer, ids).float() for ids in probe], threshold=1e-4)
+    assert compare_logprobs(engine.prompt_logprobs(probe),
+                            [reference_logprobs(trainer, ids) for ids in probe]).max_abs <= 1e-4
 
     with pytest.raises(RolloutEngineError, match="vLLM generate failed"):
         engine.generate([list(range(3, 60))], SamplingConfig(max_tokens=4))  # longer than 32
@@ -300,7 +340,29 @@ def test_tied_qwen2_head_follows_a_changed_embedding(tmp_path):
     engine.update_weights((name, t.float()) for name, t in trainer.state_dict().items()
                           if name != "lm_head.weight")
     probe = [ids[:20] for ids in PROBE]
-    report = check_parity(engine.prompt_logprobs(probe),
-                          [reference_logprobs(trainer, ids).float() for ids in probe], threshold=1e-4)
-    assert report.max_abs_diff <= 1e-4
+    assert compare_logprobs(engine.prompt_logprobs(probe),
+                            [reference_logprobs(trainer, ids) for ids in probe]).max_abs <= 1e-4
+    engine.shutdown()
+
+
+def test_bf16_engine_drifts_within_the_contract_and_wrong_weights_still_stop(model_dir, reference):
+    """A bf16 engine (oneDNN bf16 kernels) holding bf16 weights, against a float64 forward of the same
+    weights: its fingerprints are within the bf16 tolerance, its log-probs differ by real bf16 drift
+    (per-token maxima above the 0.05 that used to stop the run) and the probe does not stop; one
+    corrupted layer still stops, naming it. (Last in the file, like the other tests that start a second
+    engine: shutting one down tears down vLLM's process-wide parallel state, which the module's engine
+    needs.)"""
+    from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine
+    engine = VLLMRolloutEngine(str(model_dir), dtype="bfloat16", max_model_len=64)
+    state = {name: t.bfloat16() for name, t in perturbed_state(reference, seed=1).items()}
+    engine.update_weights(state.items())
+    levels, trainer_fp = ParityLevels.for_dtype("bfloat16"), trainer_fingerprints(state.items())
+    expected = _trainer_logprobs(reference, state)
+    verdict = check_parity(engine.prompt_logprobs(PROBE), expected, levels, trainer_fp, engine.weight_fingerprints())
+    assert not verdict.stops and 0 < verdict.largest_weight_difference <= levels.fingerprint_tolerance
+    assert verdict.stats.max_abs > 0.05
+    corrupted = dict(state, **{"model.layers.1.mlp.up_proj.weight": state["model.layers.1.mlp.up_proj.weight"] * 1.5})
+    engine.update_weights(corrupted.items())
+    with pytest.raises(PolicyParityError, match=r"weights differ from the trainer's in layers\.1 \("):
+        check_parity(engine.prompt_logprobs(PROBE), expected, levels, trainer_fp, engine.weight_fingerprints())
     engine.shutdown()

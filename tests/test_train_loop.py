@@ -55,10 +55,12 @@ def test_three_steps_write_metrics_checkpoints_and_config(setup, tmp_path, layou
     assert "loss" not in metrics[0] and "trm_loss" in metrics[0]  # actor frozen at step 0
     for step in (1, 2):
         for key in ("loss", "kl", "entropy", "trm_accuracy", "sync_seconds", "sync_gb", "parity_max_abs",
-                    "rollout_logp_gap_mean", "time_rollout_verify", "time_train", "tokens_per_s_per_rank", "mfu"):
+                    "parity_p99_abs", "parity_weight_rel_diff", "rollout_kl_k3", "rollout_logp_gap_mean",
+                    "time_rollout_verify", "time_train", "tokens_per_s_per_rank", "mfu"):
             assert key in metrics[step], key
         assert metrics[step]["parity_max_abs"] <= 1e-3
         assert metrics[step]["rollout_logp_gap_max"] <= 1e-3  # vLLM sampled from the trained policy
+        assert 0 <= metrics[step]["rollout_kl_k3"] <= 1e-6
     assert [p.name for p in sorted((tmp_path / "checkpoints").iterdir())] == ["step_000001", "step_000002"]
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["train"]["steps"] == 3
     # the policy of a training checkpoint converts to an HF model that transformers loads

@@ -1,7 +1,7 @@
 """`oreal-mega bench verifier`: the cold-cache measurement really starts every item with empty caches."""
 from types import SimpleNamespace
 
-from oreal_mega.verifier import answers_equal, verify
+from oreal_mega.verifier import answers_equal, math_verify_backend, verify
 from oreal_mega.bench.verifier import make_batch, run, verify_with_cold_caches
 from oreal_mega.verifier.caching import clear_caches
 from oreal_mega.verifier.equivalence import answers_equal as cached_answers_equal
@@ -31,3 +31,12 @@ def test_bench_reports_warm_and_cold_rates(capsys):
                   "VerifierPool(1 workers, caches cleared per item), 1 rollout(s)/prompt"):
         assert label in out
     assert "agrees with generator labels on 64/64" in out
+
+
+def test_bench_labelled_prints_recall_false_pass_and_agreement(capsys):
+    assert run(SimpleNamespace(size=6, workers=1, timeout=20.0, seed=0, labelled=True)) == 0
+    out = capsys.readouterr().out
+    assert "| GSM8K reference (#### N) | 6 / 6 | 100.0% / 0.0% | 100.0% / 0.0% |" in out
+    assert "| no answer committed (gold = last number) | 0 / 6 | – / 0.0% | – / 100.0% |" in out
+    if math_verify_backend.available():
+        assert "| style | items | same reward | oreal only correct | math-verify only correct |" in out

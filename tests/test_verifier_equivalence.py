@@ -110,7 +110,7 @@ TUPLES_SETS_LISTS = [
     ("1 \\text{ and } 2", "1, 2", Y), ("1 and 3", "1, 2", N), ("\\frac{1}{2}, \\frac{1}{3}", "\\frac13, 0.5", Y),
     ("1; 2", "1, 2", Y), ("\\{\\sqrt2, -\\sqrt2\\}", "\\pm\\sqrt{2}", Y), ("(1, 2), (3, 4)", "(3,4),(1,2)", Y),
     ("(1, 2), (4, 3)", "(3,4),(1,2)", N),
-    ("1,1,2", "1,2", Y),  # a solution set: a repeated solution counts once (issue 17; was N)
+    ("1,1,2", "1,2", Y),  # a solution set: a repeated solution counts once
     ("1,2", "1,1,2", N),  # ... unless the gold itself repeats one (a multiset) ("(1, 2)", "(1,2,)", N),
 ]
 INTERVALS = [

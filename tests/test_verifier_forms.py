@@ -1,4 +1,4 @@
-"""Issue 17: no false passes, and the answer forms real rollouts and gold sets use.
+"""No false passes, and the answer forms real rollouts and gold sets use.
 
 Every expectation is a hand judgement of whether a grader should accept `pred` for `gold`; the false-pass probes
 are pairs of different answers that a lenient rule could make equal.

@@ -83,6 +83,23 @@ def test_truncated_or_missing_shard_is_named(megatron_world, hf_model, tmp_path,
     assert not (tmp_path / "hf").exists()
 
 
+@pytest.mark.parametrize("to", ["mcore", "hf"])
+def test_a_destination_that_cannot_be_created_is_one_line_before_any_work(hf_model, tmp_path, capsys, to):
+    """Below a file: `mkdir` fails one level down (mcore) or at the file itself (hf); named before loading."""
+    source = hf_model
+    if to == "hf":
+        _convert("--to", "mcore", hf_model, tmp_path / "mcore")
+        source = tmp_path / "mcore"
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    dst, cause = ((blocker / "sub" / "out", f"{blocker / 'sub'}: Not a directory") if to == "mcore"
+                  else (blocker / "out", f"{blocker} is not a directory"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["convert", "--to", to, str(source), str(dst)])
+    assert exit_.value.code == 2
+    assert capsys.readouterr() == ("", f"oreal-mega convert: error: cannot create {dst}: {cause}\n")
+
+
 def test_atomic_directory_replaces_only_when_complete(tmp_path):
     dest = tmp_path / "out"
     with atomic_directory(dest) as partial:

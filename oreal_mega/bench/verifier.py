@@ -3,12 +3,18 @@
 Responses are generated here (seeded): reasoning text ending in a boxed answer, 16 rollouts per prompt as
 in OREAL, answer kinds mixed roughly like the MATH test set, each pred an equivalent rewrite or a wrong
 answer whose label the generator knows, so the bench also reports how often the verifier agrees.
+
+`--labelled`: instead, recall and false passes on the labelled public-style solutions of `labelled_solutions.py`
+for each `verifier.fallback` of the oreal backend and for the math-verify backend, then the two backends'
+agreement on the same items and their verdicts/s through the same VerifierPool.
 """
 import random
 import time
 from collections import Counter
 
 from oreal_mega.bench.machine import print_header
+from oreal_mega.verifier import math_verify_backend
+from oreal_mega.verifier.backends import verify_function
 from oreal_mega.verifier.caching import clear_caches
 from oreal_mega.verifier.pool import VerifierPool
 from oreal_mega.verifier.verdict import verify
@@ -122,6 +128,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--timeout", type=float, default=5.0, help="per-response timeout in seconds (default 5)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--labelled", action="store_true",
+                        help="recall / false passes per fallback and backend on labelled public-style solutions, and "
+                             "oreal vs math-verify agreement and verdicts/s (--size solutions per style)")
 
 
 def _report(name: str, verdicts, expected, elapsed: float) -> None:
@@ -133,7 +142,10 @@ def _report(name: str, verdicts, expected, elapsed: float) -> None:
 
 def run(args) -> int:
     print_header()
-    print(f"options: --size {args.size} --workers {args.workers} --timeout {args.timeout:g} --seed {args.seed}")
+    print(f"options: --size {args.size} --workers {args.workers} --timeout {args.timeout:g} --seed {args.seed}"
+          + (" --labelled" if getattr(args, "labelled", False) else ""))
+    if getattr(args, "labelled", False):
+        return _labelled(args)
     sample = min(2_000, args.size)
     for rollouts, caches, verify_fn in ((1, "every gold new", verify), (ROLLOUTS_PER_PROMPT, "warm caches", verify),
                                         (ROLLOUTS_PER_PROMPT, "caches cleared per item", verify_with_cold_caches)):
@@ -178,3 +190,53 @@ def _pathological_batch(args) -> None:
         normal_agree = sum(v.status == e for v, e in zip(verdicts[len(bad):], normal[3]))
         print(f"  normal items agreeing with their labels: {normal_agree}/{len(normal[0])}")
         print(f"  pool counters: {pool.counters()}")
+
+
+def _labelled(args) -> int:
+    """Recall (correct pairs accepted) and false passes (wrong pairs accepted) per style, then agreement."""
+    from oreal_mega.bench.labelled_solutions import labelled_set
+    items = labelled_set(args.size, args.seed)
+    settings = [("oreal, fallback none", verify_function("oreal", "none")),
+                ("oreal, fallback last_number", verify_function("oreal", "last_number"))]
+    if math_verify_backend.available():
+        settings.append(("math-verify 0.9 (verl call)", verify_function("math-verify", "none")))
+    else:
+        print(f"math-verify is not installed: its columns are left out ({math_verify_backend.INSTALL_HINT})")
+    verdicts = {}
+    for name, verify_fn in settings:
+        with VerifierPool(args.workers, args.timeout, verify_fn=verify_fn) as pool:
+            pool.verify_batch(["\\boxed{1}"] * 8, ["1"] * 8)  # worker start-up is not timed
+            started = time.perf_counter()
+            verdicts[name] = pool.verify_batch([item.response for item in items], [item.gold for item in items])
+            rate = len(items) / (time.perf_counter() - started)
+        print(f"{name}: {len(items)} items through VerifierPool({args.workers} workers) at {rate:,.0f} verdicts/s; "
+              f"{dict(Counter(v.status for v in verdicts[name]))}")
+    styles = list(dict.fromkeys(item.style for item in items))
+    columns = " | ".join(f"{name}: recall / false pass" for name in verdicts)
+    print(f"\n| style | pairs (right / wrong) | {columns} |")
+    print("| --- | --- |" + " --- |" * len(verdicts))
+    for style in [*styles, "all"]:
+        chosen = [i for i, item in enumerate(items) if style in ("all", item.style)]
+        right = [i for i in chosen if items[i].correct]
+        wrong = [i for i in chosen if not items[i].correct]
+        cells = []
+        for name in verdicts:
+            recall = sum(verdicts[name][i].correct for i in right) / len(right) if right else None
+            false_pass = sum(verdicts[name][i].correct for i in wrong) / len(wrong) if wrong else None
+            cells.append(" / ".join("–" if rate is None else f"{100 * rate:.1f}%" for rate in (recall, false_pass)))
+        print(f"| {style} | {len(right)} / {len(wrong)} | " + " | ".join(cells) + " |")
+    if len(verdicts) == 3:
+        _agreement(items, styles, *verdicts.values())
+    return 0
+
+
+def _agreement(items, styles, oreal_verdicts, _, math_verify_verdicts) -> None:
+    """How often the oreal backend (fallback none) and math-verify give the same reward, per style."""
+    print("\n| style | items | same reward | oreal only correct | math-verify only correct |")
+    print("| --- | --- | --- | --- | --- |")
+    for style in [*styles, "all"]:
+        chosen = [i for i, item in enumerate(items) if style in ("all", item.style)]
+        pairs = [(oreal_verdicts[i].correct, math_verify_verdicts[i].correct) for i in chosen]
+        same = sum(a == b for a, b in pairs)
+        print(f"| {style} | {len(chosen)} | {same} ({100 * same / len(chosen):.1f}%) | "
+              f"{sum(a and not b for a, b in pairs)} | {sum(b and not a for a, b in pairs)} |")

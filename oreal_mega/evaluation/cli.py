@@ -14,12 +14,15 @@ from pathlib import Path
 
 from oreal_mega.errors import UserError
 from oreal_mega.jsonl import check_lines
+from oreal_mega.rollout.formats import FORMATS
 from oreal_mega.rollout.prompts import read_prompts
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="HF model directory, oreal-mega model checkpoint or training step_N/")
-    parser.add_argument("data", help="JSONL: question/problem/prompt + gold_answer/answer")
+    parser.add_argument("data", help="JSONL: question/problem/prompt + gold_answer/answer (or --format)")
+    parser.add_argument("--format", choices=FORMATS, default="auto",
+                        help="data format (default auto: detected from the fields, printed)")
     parser.add_argument("--k", type=int, default=8,
                         help="pass@k from sampled completions; 0 = greedy only (default 8)")
     parser.add_argument("--n", type=int, default=None,
@@ -69,7 +72,7 @@ def run(args) -> int:
     model_dir, data = Path(args.model_dir), Path(args.data)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
-    records = read_prompts(data)[:args.limit]
+    records = read_prompts(data, args.format, announce=True)[:args.limit]
     check_lines(data, [(record.line, "no gold answer (gold_answer or answer); evaluation needs one on every line")
                        for record in records if record.gold is None])
     with ExitStack() as stack:

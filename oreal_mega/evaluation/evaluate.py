@@ -7,12 +7,15 @@
 
 Greedy decoding (temperature 0) gives pass@1; `n` samples per problem (default `k`) at the
 given temperature give the unbiased pass@k estimate (Chen et al. 2021) and the sampled pass@1
-(the mean correctness of the samples). Every response is judged by a `VerifierPool`.
+(the mean correctness of the samples). Every response is judged by a `VerifierPool` (under
+torch.distributed on global rank 0 only, the verdicts broadcast to every rank).
 """
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch.distributed as dist
 
 from oreal_mega.evaluation.metrics import mean, pass_at_k, status_counts
 from oreal_mega.rollout.base import RolloutEngine, Sample, SamplingConfig
@@ -164,6 +167,23 @@ def _as_records(problems) -> list[PromptRecord]:
     return records
 
 
+def _verify(responses: list[str], golds: list[str], finished: list[bool], verifier) -> list:
+    """Verdicts from `verifier` (default: a pool for this call). Under torch.distributed only global
+    rank 0 verifies and broadcasts the verdicts: every rank generated the same responses."""
+    distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    payload = [None]
+    if not distributed or dist.get_rank() == 0:
+        if verifier is None:
+            from oreal_mega.verifier import VerifierPool
+            with VerifierPool() as pool:
+                payload = [pool.verify_batch(responses, golds, finished)]
+        else:
+            payload = [verifier.verify_batch(responses, golds, finished)]
+    if distributed:
+        dist.broadcast_object_list(payload, src=0)
+    return payload[0]
+
+
 def evaluate(engine_or_model_dir: RolloutEngine | str | Path, problems, *, tokenizer=None,
              k: int = 8, n: int | None = None, temperature: float = 1.0, top_p: float = 1.0,
              max_tokens: int = 256, seed: int = 0, system_prompt: str | None = None,
@@ -175,8 +195,10 @@ def evaluate(engine_or_model_dir: RolloutEngine | str | Path, problems, *, token
     is left running) or an HF model directory (an engine is built with `engine_kwargs` for
     `VLLMRolloutEngine` and shut down afterwards). `problems`: a JSONL path, PromptRecords, or
     dicts with the prompt-file keys; every problem needs a gold answer. `verifier`: a
-    VerifierPool to use (default: a pool of 2 workers for this call). Under torchrun every
-    rank must call this with the same arguments (generation is collective).
+    VerifierPool to use (default: a pool of 2 workers for this call). Under torch.distributed
+    every rank must call this with the same arguments (generation is collective); only global
+    rank 0 verifies, with its `verifier` (the other ranks' is not used), and every rank gets
+    its verdicts.
     """
     n = k if n is None else n
     if k < 0 or n < k or (k == 0 and n != 0):
@@ -209,14 +231,8 @@ def evaluate(engine_or_model_dir: RolloutEngine | str | Path, problems, *, token
             engine.shutdown()
 
     flat = [(i, sample) for i in range(len(records)) for sample in [greedy[i][0], *sampled[i]]]
-    args = ([sample.text for _, sample in flat], [records[i].gold for i, _ in flat],
-            [sample.finish_reason == "stop" for _, sample in flat])
-    if verifier is None:
-        from oreal_mega.verifier import VerifierPool
-        with VerifierPool() as pool:
-            verdicts = pool.verify_batch(*args)
-    else:
-        verdicts = verifier.verify_batch(*args)
+    verdicts = _verify([sample.text for _, sample in flat], [records[i].gold for i, _ in flat],
+                       [sample.finish_reason == "stop" for _, sample in flat], verifier)
 
     results, position = [], 0
     for index, record in enumerate(records):

@@ -20,6 +20,7 @@ class OrealGPTModel(GPTModel):
     runs inside the fused log-prob / loss kernels and `[tokens, vocab]` logits never exist."""
 
     output_hidden_states = False
+    head_grad_written = False  # whether lm_head_main_grad() handed out the head's main_grad
 
     def _postprocess(self, hidden_states, **kwargs):
         if self.output_hidden_states and self.post_process:
@@ -34,25 +35,41 @@ class OrealGPTModel(GPTModel):
 
     def lm_head_main_grad(self) -> torch.Tensor | None:
         """The fp32 gradient rows (megatron DDP's `main_grad`) of `lm_head_weight()`, for the fused
-        loss to add the head's gradient into; None when the model is not DDP-wrapped."""
+        loss to add the head's gradient into; None when the model is not DDP-wrapped. The weight then
+        gets no autograd gradient, so DDP's hook does not fire for it: `head_grad_written` tells
+        `pipeline.forward_backward` to mark it ready for the overlapped reduction itself.
+        Unlike megatron's gradient-accumulation-fused linears, which also write main_grad directly,
+        this leaves the weight's `grad_added_to_main_grad` False: a tied embedding's lookup gradient
+        still arrives through autograd, and DDP's hook must add it."""
         weight, rows = self._lm_head_rows()
         main_grad = getattr(weight, "main_grad", None)
-        return None if main_grad is None else main_grad[:rows]
+        if main_grad is None:
+            return None
+        self.head_grad_written = True
+        return main_grad[:rows]
+
+    def lm_head_parameter(self) -> torch.nn.Parameter:
+        """The output projection's parameter: the word embeddings when tied (on the last pipeline
+        stage, megatron's copy of them)."""
+        if self.share_embeddings_and_output_weights:
+            return self.shared_embedding_or_output_weight()
+        return self.output_layer.weight
 
     def _lm_head_rows(self) -> tuple[torch.Tensor, int]:
-        if self.share_embeddings_and_output_weights:
-            weight = self.shared_embedding_or_output_weight()
-        else:
-            weight = self.output_layer.weight
+        weight = self.lm_head_parameter()
         start = parallel_state.get_tensor_model_parallel_rank() * weight.shape[0]
         return weight, max(0, min(weight.shape[0], self.real_vocab_size - start))
 
 
-_FUSION_KERNELS = {  # fusion flag → (modules that provide it, any one will do), beyond CUDA itself
-    "bias_activation_fusion": (),  # SwiGLU through megatron's jit fuser (torch.compile)
-    "bias_dropout_fusion": (),
-    "apply_rope_fusion": ("transformer_engine", "fused_rotary_positional_embedding"),
-    "gradient_accumulation_fusion": ("transformer_engine", "fused_weight_gradient_mlp_cuda"),
+# Fusion flag → the module megatron-core 0.16.1 imports for it with the local spec (None: torch alone),
+# and what provides that module. Not TE for gradient_accumulation_fusion: the local spec's parallel
+# linears raise at build without apex's kernel (tensor_parallel/layers.py, `_grad_accum_fusion_available`);
+# the fused RoPE comes only from TE (rope_utils.py: `fused_apply_rotary_pos_emb[_thd]`), never from apex.
+_FUSION_KERNELS = {
+    "bias_activation_fusion": None,  # SwiGLU through megatron's jit fuser (torch.compile)
+    "bias_dropout_fusion": None,
+    "apply_rope_fusion": ("transformer_engine", "TransformerEngine"),
+    "gradient_accumulation_fusion": ("fused_weight_gradient_mlp_cuda", "apex built with --cuda_ext"),
 }
 _reported_missing = False
 
@@ -63,9 +80,10 @@ def cuda_fusions() -> dict[str, bool]:
     global _reported_missing
     if not torch.cuda.is_available():
         return dict.fromkeys(_FUSION_KERNELS, False)
-    flags = {name: not needs or any(importlib.util.find_spec(m) for m in needs)
+    flags = {name: needs is None or importlib.util.find_spec(needs[0]) is not None
              for name, needs in _FUSION_KERNELS.items()}
-    missing = [f"{name} (needs {' or '.join(_FUSION_KERNELS[name])})" for name, on in flags.items() if not on]
+    missing = [f"{name} (needs {_FUSION_KERNELS[name][0]} from {_FUSION_KERNELS[name][1]})"
+               for name, on in flags.items() if not on]
     if missing and not _reported_missing and int(os.environ.get("RANK", "0")) == 0:
         print(f"megatron fusions off, their kernels are not installed: {', '.join(missing)}", flush=True)
         _reported_missing = True
@@ -111,6 +129,9 @@ def transformer_config(arch: ModelArch, dtype: str = "float32", recompute: bool 
         # Losses arrive globally normalised: megatron must neither average them over micro-batches
         # nor average gradients over data-parallel ranks.
         calculate_per_token_loss=True,
+        # train.deterministic (distributed.make_deterministic): the embedding lookup by indexing, whose
+        # backward is then sort-based, instead of F.embedding's
+        deterministic_mode=torch.are_deterministic_algorithms_enabled(),
         recompute_granularity="full" if recompute else None,
         recompute_method="uniform" if recompute else None,
         recompute_num_layers=1 if recompute else None,

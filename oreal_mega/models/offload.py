@@ -4,7 +4,10 @@ Works on storages, not modules: every distinct storage behind the parameters, th
 buffers and the optimizer's tensors is copied once into a (pinned, on CUDA) host buffer and then
 resized to zero bytes. Tensor objects and views — `param.main_grad`, the distributed optimizer's
 parameter buffer, tied weights — stay valid and see their data again after `load()`. Gradient
-buffers are not copied, only freed: they are zeroed before each use anyway.
+buffers are not copied, only freed: they are zeroed before each use anyway. The host buffers are
+allocated once and kept while the model is on the device, for the next offload: pinned allocation
+is slow and fragments host memory; only a storage that is new (optimizer state, at its first step)
+or changed size gets a new one.
 
     parked = Parked(reference_chunks)
     parked.offload()          # after the reference pass
@@ -61,7 +64,8 @@ class Parked:
         self.chunks, self.optimizer = chunks, optimizer
         self._kept, self._grads = self._storages()
         self._grad_sizes: list[int] = []
-        self._host: list[torch.Tensor] | None = None
+        self._host: list[torch.Tensor] = []  # one per storage in `_kept` at the last offload
+        self.offloaded = False
 
     def _storages(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """(storages to copy out, gradient-buffer storages to free), no storage twice."""
@@ -82,27 +86,31 @@ class Parked:
         """Bytes the last `offload()` copied to host memory (0 while on the device)."""
         return sum(host.numel() for host in self._host) if self.offloaded else 0
 
-    @property
-    def offloaded(self) -> bool:
-        return self._host is not None
-
     def offload(self) -> None:
         if self.offloaded:
             return
         self._kept, self._grads = self._storages()
         pin = torch.cuda.is_available()
-        self._host = []
-        for storage in self._kept:
-            host = torch.empty(storage.untyped_storage().nbytes(), dtype=torch.uint8, pin_memory=pin)
+        self._host = self._host_buffers([storage.untyped_storage().nbytes() for storage in self._kept], pin)
+        for storage, host in zip(self._kept, self._host):
             host.copy_(storage, non_blocking=pin)
-            self._host.append(host)
         if pin:
             torch.cuda.synchronize()  # the copies must land before the device memory goes
         self._grad_sizes = [g.untyped_storage().nbytes() for g in self._grads]
         for storage in self._kept + self._grads:
             storage.untyped_storage().resize_(0)
+        self.offloaded = True
         if pin:
             torch.cuda.empty_cache()
+
+    def _host_buffers(self, sizes: list[int], pin: bool) -> list[torch.Tensor]:
+        """A host buffer of each size: the last offload's where one of that size is left (taken in
+        order, so that unchanged storages get their own back), a new one otherwise; the rest dropped."""
+        free: dict[int, list[torch.Tensor]] = {}
+        for host in self._host:
+            free.setdefault(host.numel(), []).append(host)
+        return [free[size].pop(0) if free.get(size) else torch.empty(size, dtype=torch.uint8, pin_memory=pin)
+                for size in sizes]
 
     def load(self) -> None:
         if not self.offloaded:
@@ -114,8 +122,8 @@ class Parked:
             storage.untyped_storage().resize_(size)
             storage.set_(storage.untyped_storage()).zero_()
         if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        self._host = None
+            torch.cuda.synchronize()  # the weights are complete on return, whatever stream reads them
+        self.offloaded = False
 
     @contextmanager
     def loaded(self):

@@ -13,6 +13,7 @@ import torch
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from oreal_mega.models.attention import packed_seq_params
+from oreal_mega.models.ddp import mark_grad_ready_in_backward
 
 
 @dataclass
@@ -80,7 +81,11 @@ def forward_backward(chunks: list[torch.nn.Module], micro_batches: list[MicroBat
                        packed_seq_params=packed_seq_params(mb.seq_lengths, device))
 
         def loss_func(output):
-            loss, metrics = loss_fn(output.squeeze(1), _unwrap(model), mb)
+            module = _unwrap(model)
+            module.head_grad_written = False  # set by lm_head_main_grad() when loss_fn takes it
+            loss, metrics = loss_fn(output.squeeze(1), module, mb)
+            if module.head_grad_written and loss.requires_grad:
+                mark_grad_ready_in_backward(model, module.lm_head_parameter(), loss)
             return loss, torch.ones((), dtype=torch.int, device=device), metrics
 
         return hidden, loss_func

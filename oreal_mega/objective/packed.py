@@ -83,7 +83,10 @@ class PackedResponses:
 
 
 def segment_sum(values: torch.Tensor, sequence_ids: torch.Tensor, num_sequences: int) -> torch.Tensor:
-    """[S] sums of [T] values per sequence (differentiable)."""
+    """[S] sums of [T] values per sequence (differentiable). On CPU `index_add` adds in token order. On
+    CUDA it adds with atomics, in no fixed order, unless torch's deterministic algorithms are on
+    (`train.deterministic`): then ATen's `index_add_cuda_impl` accumulates by a sorted `index_put_`,
+    the same sums each run."""
     return torch.zeros(num_sequences, dtype=values.dtype, device=values.device).index_add(0, sequence_ids, values)
 
 

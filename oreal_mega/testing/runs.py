@@ -21,7 +21,7 @@ def write_tiny_rl_config(root: Path, steps: int, *, keep_last: int, optim: dict 
     path.write_text(yaml.safe_dump({
         "model": {"path": str(model), "dtype": "float32"},
         "data": {"prompts": str(prompts), "prompts_per_step": 2, "difficulty_balance": False},
-        "rollout": {"n": 4, "max_tokens": 12, "max_model_len": 128, "parity_threshold": 1e-3},
+        "rollout": {"n": 4, "max_tokens": 12, "max_model_len": 128, "parity_stop_mean": 1e-4},
         "verifier": {"workers": 1, "timeout_s": 5},
         "objective": {"filter_trajectory": False, "keep_pairs": False, "advantage_type": "reinforce",
                       "actor_freeze_steps": 1},

@@ -28,11 +28,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from oreal_mega.errors import UserError
+
 MANIFEST = "manifest.json"
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint could not be written, or no checkpoint of a run can be resumed from."""
+class CheckpointError(UserError):
+    """A checkpoint could not be written, or no checkpoint of a run can be resumed from. Not a bug: the run
+    directory or its disk is at fault and the message names the file and what to do, so the command line
+    prints it as one line, once, like any UserError. Every rank raises it alike (they agree first)."""
 
 
 def _rank_file(directory: Path, rank: int) -> Path:

@@ -5,9 +5,18 @@ over all K samples of a prompt, selection → a `StepBatch` (and, with `rollout.
 step's rollout dump). After the update it takes the new weights (wake the weights → sync → wake the
 KV cache → parity probe) and runs the periodic held-out evaluation.
 
+The parity probe (every rollout.parity_every steps; the contract is rollout/parity.py's): the engine and
+the trainer score the first rollout.parity_probe_prompts prompts, and the engine's weight fingerprints
+(combined over its TP group) are compared with those of the tensors the sync just streamed. Logged every
+probe: parity_mean_abs, parity_p99_abs, parity_max_abs (|Δ log-prob| per token) and parity_weight_rel_diff.
+Wrong weights stop the run naming the parameter group; drift (mean above parity_warn_mean) is warned on
+rank 0; a mean above parity_stop_mean with matching weights stops. The levels default by model.dtype. Every
+rank judges its own engine replica, and all act on the worst verdict, so all stop together or none does.
+
 With `rollout.engine: replay` the engine serves a dump instead (no vLLM, no policy): prompts,
 samples and verdicts all come from `rollout.replay_dir`, and sync, parity and evaluation are
 skipped, so the learner side runs where vLLM is not installed."""
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +28,7 @@ from oreal_mega.objective import Rewards, advantages, rewards_from_verdicts, sel
 from oreal_mega.rollout import SamplingConfig
 from oreal_mega.rollout.base import Sample
 from oreal_mega.rollout.dump import StepGroup, write_step
-from oreal_mega.rollout.parity import check_parity, trainer_fingerprints
+from oreal_mega.rollout.parity import ParityLevels, PolicyParityError, SentFingerprints, judge_parity, worst_verdict
 from oreal_mega.rollout.prompts import encode_prompts, read_prompts
 from oreal_mega.tasks.oracle import correct_solutions, first_error_token, response_token_texts
 from oreal_mega.trainer.batch import Trajectory
@@ -42,7 +51,7 @@ class ColocatedRollout:
 
         self.cfg = cfg
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
-        records = read_prompts(Path(cfg.data.prompts))
+        records = read_prompts(Path(cfg.data.prompts), cfg.data.format)
         self.schedule = PromptSchedule(records, cfg.data.prompts_per_step, cfg.objective,
                                        cfg.data.difficulty_balance, cfg.seed, cfg.data.prompts)
         self.engine = _build_engine(cfg)
@@ -51,11 +60,16 @@ class ColocatedRollout:
         if self.live and topo.is_main:
             from oreal_mega.verifier import VerifierPool
 
-            self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s, judge=cfg.verifier.judge)
+            from oreal_mega.verifier.backends import verify_function
+            self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s, judge=cfg.verifier.judge,
+                                     verify_fn=verify_function(cfg.verifier.backend, cfg.verifier.fallback))
         if not self.live and topo.is_main:
             print(f"rollout.engine=replay: samples and verdicts from {cfg.rollout.replay_dir}; weight sync, "
                   "parity probe and evaluation are skipped", flush=True)
-        self.probe_ids = self._encode(records[:1])[0]  # a fixed probe: the first prompt of the file
+        r = cfg.rollout
+        self.probe_ids = self._encode(records[:r.parity_probe_prompts])  # fixed: the first prompts of the file
+        self.parity_levels = ParityLevels.for_dtype(cfg.model.dtype, r.parity_warn_mean, r.parity_stop_mean,
+                                                    r.parity_fingerprint_tolerance)
         self.zero_reward = ZeroRewardWatch(cfg.train.zero_reward_warn_steps)
 
     def _encode(self, records) -> list[list[int]]:
@@ -133,35 +147,43 @@ class ColocatedRollout:
 
     def load_weights(self, policy: PolicyWeights, step: int | None) -> dict:
         """Wake the engine's weights, sync, then wake its KV cache (so the weights and the KV cache are
-        never both held while the trainer's memory is being returned), then the parity probe."""
+        never both held while the trainer's memory is being returned), then the parity probe when due at
+        `step`, fingerprinting the tensors as the sync streams them."""
         if not self.live:
             return {}
         if self.cfg.rollout.sleep_level:
             self.engine.wake(("weights",))
-        stats = self.engine.update_weights(policy.hf_tensors())
+        every = self.cfg.rollout.parity_every
+        sent = SentFingerprints() if step is not None and every and (step + 1) % every == 0 else None
+        tensors = policy.hf_tensors()
+        stats = self.engine.update_weights(tensors if sent is None else sent.watch(tensors))
         if self.cfg.rollout.sleep_level:
             self.engine.wake(("kv_cache",))
         metrics = {"sync_seconds": stats.seconds, "sync_gb": stats.bytes / 1e9, "sync_buckets": stats.buckets}
-        every = self.cfg.rollout.parity_every
-        if step is not None and every and (step + 1) % every == 0:
-            metrics.update(self._parity_probe(policy))
+        if sent is not None:
+            metrics.update(self._parity_probe(policy, sent))
         return metrics
 
-    def _parity_probe(self, policy: PolicyWeights) -> dict:
-        """vLLM's and the trainer's log-probs of the fixed probe sequence; raises PolicyParityError
-        (naming the worst parameter group) above rollout.parity_threshold."""
-        threshold = self.cfg.rollout.parity_threshold
-        engine_logp = self.engine.prompt_logprobs([self.probe_ids])[0]
-        trainer_logp = policy.logprobs(self.probe_ids)
-        fingerprints = {}
-        if (engine_logp - trainer_logp).abs().max().item() > threshold:  # every rank agrees: both replicated
-            fingerprints = {"trainer_fp": trainer_fingerprints(policy.hf_tensors()),
-                            "engine_fp": self.engine.weight_fingerprints()}
-        report = check_parity([engine_logp], [trainer_logp], threshold, **fingerprints)
-        return {"parity_max_abs": report.max_abs_diff, "parity_mean_abs": report.mean_abs_diff}
+    def _parity_probe(self, policy: PolicyWeights, sent: SentFingerprints) -> dict:
+        """Collective: judge this rank's engine (log-probs of the probe prompts, weight fingerprints against
+        the `sent` ones), then act on the worst verdict of all ranks: raise PolicyParityError, or warn on
+        rank 0 about drift. Returns the worst verdict's metrics."""
+        engine_logp = self.engine.prompt_logprobs(self.probe_ids)
+        trainer_logp = [policy.logprobs(ids) for ids in self.probe_ids]
+        verdict = judge_parity(engine_logp, trainer_logp, self.parity_levels, sent.result(),
+                               self.engine.weight_fingerprints())
+        verdicts = [None] * dist.get_world_size()
+        dist.all_gather_object(verdicts, verdict)
+        rank, verdict = worst_verdict(verdicts)
+        if verdict.stops:
+            raise PolicyParityError(f"rank {rank}'s rollout engine: {verdict.message()}")
+        if verdict.outcome == "drift" and dist.get_rank() == 0:
+            warnings.warn(f"rank {rank}'s rollout engine: {verdict.message()}")
+        return verdict.metrics()
 
     def maybe_evaluate(self, step: int) -> dict:
-        """Held-out greedy pass@1 of the engine's current policy, every train.eval_every steps."""
+        """Held-out greedy pass@1 of the engine's current policy, every train.eval_every steps: generated
+        on every rank (collective), verified by the pool on global rank 0 only (`evaluate` broadcasts)."""
         from oreal_mega.evaluation.evaluate import evaluate
 
         train = self.cfg.train
@@ -196,7 +218,7 @@ def _build_engine(cfg):
 
     return VLLMRolloutEngine(cfg.model.path, dtype=cfg.model.dtype, seed=cfg.seed, max_model_len=r.max_model_len,
                              bucket_bytes=r.bucket_mb << 20, rollout_tp=r.rollout_tp,
-                             cpu_kv_cache_gib=r.cpu_kv_cache_gib, sleep_level=r.sleep_level or 1,
+                             cpu_kv_cache_gib=r.cpu_kv_cache_gib, sleep_level=r.sleep_level,
                              gpu_memory_utilization=r.gpu_memory_utilization, enforce_eager=r.enforce_eager)
 
 

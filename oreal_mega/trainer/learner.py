@@ -100,7 +100,9 @@ class Learner:
             else:
                 stats.update(self._policy_update(mbs, ref_logps, weights, counts, step))
         seconds = sum(times.seconds.get(f"time_{name}", 0.0) for name in ("reference", "token_rm", "train"))
-        stats["mfu"] = self._training_flops(trajectories) / seconds / dist.get_world_size() / self.peak_flops
+        policy_trained = not self.cfg.objective.actor_is_frozen(step)
+        stats["mfu"] = (self._training_flops(trajectories, policy_trained) / seconds / dist.get_world_size()
+                        / self.peak_flops)
         return stats
 
     def _micro_batches(self, trajectories: list[Trajectory]):
@@ -149,17 +151,19 @@ class Learner:
         stats = {"loss": sum_metric(out, "loss"), "kl": sum_metric(out, "kl_sum") / tokens,
                  "entropy": sum_metric(out, "entropy_sum") / tokens,
                  "rollout_logp_gap_mean": sum_metric(out, "rollout_gap_sum") / tokens,
-                 "rollout_logp_gap_max": sum_metric(out, "rollout_gap_max", reduce="max")}
+                 "rollout_logp_gap_max": sum_metric(out, "rollout_gap_max", reduce="max"),
+                 "rollout_kl_k3": sum_metric(out, "rollout_k3_sum") / tokens}
         stats["skipped_update"] = not self.guard.finite(out, self.policy, step, "policy")
         if not stats["skipped_update"]:
             stats.update(optimizer_step((self.policy_optimizer, self.policy_scheduler), "policy_"))
         return stats
 
-    def _training_flops(self, trajectories: list[Trajectory]) -> float:
-        """Policy forward+backward, reference forward (a third of that), token-RM forward+backward."""
+    def _training_flops(self, trajectories: list[Trajectory], policy_trained: bool) -> float:
+        """The passes that ran: reference forward (a third of a forward+backward), token-RM forward+backward
+        when there is one, policy forward+backward unless the actor was frozen this step."""
         lengths = [t.length for t in trajectories]
         per_pass = model_flops(self.arch, sum(lengths), lengths)
-        return per_pass * (1 + 1 / 3 + (1 if self.token_rm is not None else 0))
+        return per_pass * (1 / 3 + (self.token_rm is not None) + policy_trained)
 
     # -- what the Rollout and the Checkpointer see ------------------------------------------
 

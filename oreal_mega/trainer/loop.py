@@ -22,7 +22,7 @@ SHOWN = {"pass": "pass_rate", "kept": "kept_samples", "loss": "loss", "kl": "kl"
 def train(cfg: TrainConfig) -> Path:
     validate(cfg)
     arch = parse_arch(read_hf_config(cfg.model.path), where=f"{cfg.model.path}/config.json")
-    topo = init_distributed(cfg.parallel, arch.num_layers)
+    topo = init_distributed(cfg.parallel, arch.num_layers, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.out_dir)
     lock = lock_run(run_dir)  # before anything is written: a second run on run_dir stops here
     if topo.is_main:
@@ -40,7 +40,7 @@ def train(cfg: TrainConfig) -> Path:
     rollout.load_weights(learner.policy_weights(), step=None)  # the engine must sample from the trained policy
 
     for step in range(start, cfg.train.steps):
-        times = PhaseTimes()
+        times = PhaseTimes(topo.device)
         with times.phase("rollout_verify"):
             try:
                 batch = rollout.collect(step)

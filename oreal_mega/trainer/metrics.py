@@ -8,6 +8,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+
+from oreal_mega.models.flops import sync
+
 
 class MetricsLog:
     def __init__(self, run_dir: Path, total_steps: int, tensorboard: bool, wandb_project: str | None,
@@ -94,7 +98,6 @@ def _plain(value):
 def sum_metric(outputs: list[dict], key: str, reduce: str = "sum") -> float:
     """Collective: a per-micro-batch metric from the last pipeline stage, summed (or maxed) over
     micro-batches and data-parallel ranks, counted once per tensor-parallel group."""
-    import torch
     import torch.distributed as dist
     from megatron.core import parallel_state as ps
 
@@ -114,19 +117,25 @@ def sum_metric(outputs: list[dict], key: str, reduce: str = "sum") -> float:
 
 class PhaseTimes:
     """Wall seconds of a step's phases, as `time_<phase>` metrics:
-    `with times.phase("sync"): ...`."""
+    `with times.phase("sync"): ...`. The clock is read after waiting for the work queued on `device`
+    (CUDA kernels run asynchronously), so a phase's seconds are its work's, not its launches'."""
 
-    def __init__(self):
+    def __init__(self, device: torch.device):
+        self.device = device
+        sync(device)
         self.started = time.perf_counter()
         self.seconds: dict[str, float] = {}
 
     @contextmanager
     def phase(self, name: str):
+        sync(self.device)
         began = time.perf_counter()
         try:
             yield
         finally:
+            sync(self.device)
             self.seconds[f"time_{name}"] = time.perf_counter() - began
 
     def total(self) -> float:
+        sync(self.device)
         return time.perf_counter() - self.started

@@ -35,7 +35,10 @@ class OptimConfig:
 
 
 def build_optimizer(chunks: list[torch.nn.Module], cfg: OptimConfig, dtype: torch.dtype):
-    """Optimizer and LR scheduler for DDP-wrapped `chunks`."""
+    """Optimizer and LR scheduler for DDP-wrapped `chunks` (float32 or bfloat16: float16 would need loss
+    scaling, and the fused LM-head loss adds its weight gradient to main_grad outside autograd, unscaled)."""
+    if dtype == torch.float16:  # model.dtype refuses it; this is for callers that build models themselves
+        raise ValueError("float16 training needs loss scaling, which is not implemented; use bfloat16")
     from megatron.core import parallel_state  # (not at import: configs hold OptimConfig)
     from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
     from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler

@@ -54,7 +54,9 @@ def actor_step(chunks, mbs: list[MicroBatch], ref_logps, weights, counts: Global
     """Forward+backward of the policy with the fused OREAL loss; per micro-batch diagnostics.
     `weights`: ω per micro-batch from the token-RM, or None for ω± = 1 (built on the batch's device).
     The rollout log-prob gap is reported at temperature 1 only: vLLM's sampled-token log-probs are
-    untempered, the loss's are tempered."""
+    untempered, the loss's are tempered. With it, the k3 estimate of KL(engine ‖ trainer) on the sampled
+    tokens, exp(Δ) − 1 − Δ with Δ = trainer − engine log-prob (≥ 0 per token); the tokens were drawn with
+    top-p / top-k, not from the engine's full distribution, so it is an estimate, not an unbiased one."""
     def loss_fn(hidden, model, mb):
         i = mb.index
         batch = packed_responses(mb)
@@ -70,8 +72,9 @@ def actor_step(chunks, mbs: list[MicroBatch], ref_logps, weights, counts: Global
         metrics = {"loss": loss.detach(), "kl_sum": torch.where(mask, diag.kl, 0.0).sum(),
                    "entropy_sum": torch.where(mask, diag.entropy, 0.0).sum(), "tokens": mask.sum()}
         if "rollout_logp" in mb.fields and temperature == 1.0:  # how far the trainer is from the sampler
-            gap = torch.where(mask, (diag.logp - mb.fields["rollout_logp"]).abs(), 0.0)
-            metrics.update(rollout_gap_sum=gap.sum(), rollout_gap_max=gap.max())
+            delta = torch.where(mask, diag.logp - mb.fields["rollout_logp"], 0.0)
+            metrics.update(rollout_gap_sum=delta.abs().sum(), rollout_gap_max=delta.abs().max(),
+                           rollout_k3_sum=(torch.expm1(delta) - delta).sum())  # expm1: exact for small Δ
         return loss, metrics
 
     return forward_backward(chunks, mbs, loss_fn)

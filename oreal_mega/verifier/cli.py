@@ -1,5 +1,5 @@
-"""`oreal-mega verify FILE.jsonl [--out OUT.jsonl] [--judge-url URL --judge-model NAME]`: judge responses against
-gold answers."""
+"""`oreal-mega verify FILE.jsonl [--out OUT.jsonl] [--backend oreal|math-verify] [--fallback none|last_number]
+[--judge-url URL --judge-model NAME]`: judge responses against gold answers."""
 import json
 import time
 from collections import Counter
@@ -7,6 +7,8 @@ from pathlib import Path
 
 from oreal_mega.errors import UserError
 from oreal_mega.jsonl import parse_line
+from oreal_mega.verifier.backends import BACKENDS, DEFAULT_FALLBACK, verify_function
+from oreal_mega.verifier.extract import FALLBACKS
 from oreal_mega.verifier.judge import JudgeConfig
 from oreal_mega.verifier.pool import VerifierPool
 from oreal_mega.verifier.verdict import STATUSES
@@ -17,6 +19,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", type=Path, help="write one verdict per input line (JSONL)")
     parser.add_argument("--workers", type=int, default=2, help="verifier worker processes (default 2)")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds allowed per response (default 5)")
+    parser.add_argument("--backend", choices=BACKENDS, default="oreal",
+                        help="oreal: our rules | math-verify: HF math-verify as verl calls it (default oreal)")
+    parser.add_argument("--fallback", choices=FALLBACKS, default=DEFAULT_FALLBACK,
+                        help=f"oreal backend, response without an explicit answer (default {DEFAULT_FALLBACK})")
     parser.add_argument("--judge-url", help="OpenAI-compatible endpoint (e.g. http://host:8000/v1) of a model judge "
                                             "for rule-rejected answers; needs --judge-model")
     parser.add_argument("--judge-model", help="model name served at --judge-url")
@@ -62,9 +68,10 @@ def run(args) -> int:
     if (args.judge_url is None) != (args.judge_model is None):
         raise UserError("--judge-url and --judge-model go together")
     judge = JudgeConfig(url=args.judge_url, model=args.judge_model) if args.judge_url else None
+    verify_fn = verify_function(args.backend, args.fallback)
     items, problems = read_items(args.file)
     started = time.perf_counter()
-    with VerifierPool(args.workers, args.timeout, judge=judge) as pool:
+    with VerifierPool(args.workers, args.timeout, judge=judge, verify_fn=verify_fn) as pool:
         verdicts = pool.verify_batch([item["response"] for _, item in items], [item["gold"] for _, item in items],
                                      [item.get("finished", True) for _, item in items],
                                      [item.get("question", "") for _, item in items])

@@ -147,7 +147,11 @@ class _Parser:
         return self.product()
 
     def product(self):
+        start = self.position
+        starts_with_integer = self.peek() is not None and self.peek()[0] == "num" and self.peek_value().isdigit()
         value = self.power()
+        if starts_with_integer and self.position == start + 1 and self.peek_value() == "\\frac":
+            value = self.mixed_number(value)
         while True:
             token = self.peek_value()
             if token in _MULTIPLY:
@@ -161,6 +165,16 @@ class _Parser:
             else:
                 return value
 
+    def mixed_number(self, whole):
+        """`3\\frac{1}{2}` is 7/2: an integer immediately followed by a proper fraction of integers (nothing raised
+        to a power after it) is a mixed number; otherwise the two are a product, read by the caller."""
+        start = self.position
+        fraction = self.primary()
+        if (isinstance(fraction, sympy.Rational) and 0 < fraction < 1 and self.peek_value() not in ("^", "!")
+                and not self.starts_factor()):
+            return whole + fraction
+        self.position = start
+        return whole
     def signed_power(self):
         if self.peek_value() == "-":
             self.take()

@@ -40,6 +40,7 @@ _CONNECTIVES = re.compile(
 _FONT_COMMANDS = re.compile(
     r"\\(?:mathrm|mathbf|mathit|mathsf|mathbb|boldsymbol|bm|textbf|textit|operatorname)\s*\{([^{}]*)\}")
 _TEXT_GROUP = re.compile(r"\\(?:text|mbox|textnormal)\s*\{([^{}]*)\}(\s*\^\s*\{?\d\}?)?")
+_QUALIFIER = re.compile(r"\b(?:not|no|never|least|most|more|less|fewer|than|over|under|about|except)\b", re.IGNORECASE)
 _BOX_COMMAND = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _MERIDIEM_TEXT = re.compile(r"\\(?:text|mbox|textnormal|mathrm)\s*\{\s*([AaPp]\.?\s*[Mm]\.?)\s*\}")  # kept: am vs pm
 # canonical unit -> its spellings; answers in two different known units are different answers
@@ -142,6 +143,17 @@ def canonical_unit(text: str) -> str | None:
     return names[0] if power == 1 else f"{names[0]}^{power}"
 
 
+def _text_as_unit(units: list):
+    """A `\\text{...}` group is taken off as a unit (into `units`), except one that qualifies the value
+    (`\\text{not } 72`, `\\text{at least } 5`): that one stays, so the answer never equals the bare value."""
+    def take(match: re.Match) -> str:
+        if _QUALIFIER.search(match.group(1)):
+            return match.group(0)
+        units.append(match.group(1) + (match.group(2) or ""))
+        return ""
+    return take
+
+
 @short_args_cache()
 def normalize_with_unit(answer: str) -> tuple[str, str | None]:
     """(canonical form of an answer, its canonical unit or None). Pure string work, no parsing."""
@@ -170,8 +182,7 @@ def normalize_with_unit(answer: str) -> tuple[str, str | None]:
     answer = _SPACES.sub(" ", answer)
     if "\\" in answer:
         answer = _unwrap_whole_text(answer.strip())
-        without_text = _TEXT_GROUP.sub(lambda match: units.append(match.group(1) + (match.group(2) or "")) or "",
-                                       answer)  # units such as `5\text{ cm}^2`; keep a text-only answer
+        without_text = _TEXT_GROUP.sub(_text_as_unit(units), answer)  # `5\text{ cm}^2`; keep a text-only answer
         answer = without_text if without_text.strip() else answer
     answer = answer.strip().rstrip(".").strip()
     if _SPACE_THOUSANDS.fullmatch(answer) or _COMMA_THOUSANDS.fullmatch(answer):

@@ -14,7 +14,7 @@ _PATTERNS = [
     ("times_ten", re.compile(rf"(?:({_UNSIGNED})(?:\\times|\\cdot|\*))?10\^(?:\{{([-+]?\d+)\}}|(\d))")),
     ("frac", re.compile(rf"\\frac(?:\{{(-?{_UNSIGNED})\}}|(\d))(?:\{{(-?{_UNSIGNED})\}}|(\d))")),
     ("slash", re.compile(rf"({_UNSIGNED})/({_UNSIGNED})")),
-    ("mixed", re.compile(rf"({_INTEGER})\\frac\{{({_INTEGER})\}}\{{({_INTEGER})\}}")),
+    ("mixed", re.compile(rf"({_INTEGER})\\frac(?:\{{({_INTEGER})\}}|(\d))(?:\{{({_INTEGER})\}}|(\d))")),
     # 0.1\overline{6}, 0.1\dot{6}, 0.1(6): the digits in the group repeat for ever
     ("repeating", re.compile(r"(\d*)\.(\d*)(?:\\overline\{(\d+)\}|\\dot\{?(\d)\}?|\((\d+)\))")),
 ]
@@ -49,9 +49,12 @@ def _read(kind: str, match: re.Match) -> Fraction | None:
         numerator, denominator = Fraction(groups[0] or groups[1]), Fraction(groups[2] or groups[3])
     elif kind == "slash":
         numerator, denominator = Fraction(groups[0]), Fraction(groups[1])
-    else:  # mixed number 2\frac{1}{2} = 5/2
-        whole, numerator, denominator = (Fraction(g) for g in groups)
-        return whole + numerator / denominator if denominator else None
+    else:  # an integer next to a proper fraction is a mixed number (2\frac{1}{2} = 5/2), else a product
+        whole, numerator, denominator = Fraction(groups[0]), Fraction(groups[1] or groups[2]), \
+            Fraction(groups[3] or groups[4])
+        if not denominator:
+            return None
+        return whole + numerator / denominator if numerator < denominator else whole * numerator / denominator
     return numerator / denominator if denominator else None
 
 

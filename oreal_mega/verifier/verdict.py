@@ -16,11 +16,12 @@ class Verdict:
     source: str = "rules"  # "judge" when the optional model judge turned a rule-rejected answer into correct
 
 
-def verify(response: str, gold: str, *, finished: bool = True) -> Verdict:
-    """Judge one response against its gold answer. Never raises on odd content: failures become `error`."""
+def verify(response: str, gold: str, *, finished: bool = True, fallback: str = "none") -> Verdict:
+    """Judge one response against its gold answer. Never raises on odd content: failures become `error`.
+    `fallback` (extract.FALLBACKS): what a response without an explicit answer is judged on."""
     if not isinstance(response, str) or not isinstance(gold, str):
         raise TypeError(f"response and gold must be str, got {type(response).__name__}, {type(gold).__name__}")
-    pred = final_answer(response)
+    pred = final_answer(response, fallback)
     if not finished:
         return Verdict(False, "truncated", pred)
     if pred is None:

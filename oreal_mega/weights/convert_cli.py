@@ -53,6 +53,18 @@ def _hf_dtype(hf_dir: Path, config: dict) -> str:
     return name
 
 
+def _make_parent(dst: Path) -> None:
+    """Create the destination's parent now, so that a destination that cannot be made fails before any work."""
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:  # a file where a folder has to be
+        raise UserError(f"cannot create {dst}: {err.filename} is not a directory") from None
+    except OSError as err:
+        raise UserError(f"cannot create {dst}: {err.filename}: {err.strerror}") from None
+    if not os.access(dst.parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot create {dst}: {dst.parent} is not writable")
+
+
 def run(args) -> int:
     from oreal_mega.models.hf_config import parse_arch, read_hf_config
     from oreal_mega.weights.atomic import check_destination
@@ -68,6 +80,7 @@ def run(args) -> int:
         from oreal_mega.weights.model_checkpoint import read_model_checkpoint
 
         arch, dtype, _ = read_model_checkpoint(args.src)
+    _make_parent(args.dst)
     if "WORLD_SIZE" not in os.environ and args.tp * args.pp > 1:
         return _relaunch_under_torchrun(args)
     return _convert(args, arch, dtype)

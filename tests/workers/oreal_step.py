@@ -1,5 +1,6 @@
 """torchrun worker: one OREAL update (reference pass, token-RM step, policy step) on fixed
-trajectories in a given layout and micro-batch size; saves full gradients of policy and RM."""
+trajectories in a given layout and micro-batch size, per tiny model; saves full gradients of policy
+and RM."""
 import argparse
 from pathlib import Path
 
@@ -18,8 +19,6 @@ from oreal_mega.trainer.batch import Trajectory, micro_batches
 from oreal_mega.trainer.passes import actor_step, sequence_logprobs, token_rm_step
 from oreal_mega.trainer.token_rm import to_token_rm
 
-ARCH = "qwen2"
-
 
 def trajectories(vocab: int) -> list[Trajectory]:
     gen = torch.Generator().manual_seed(5)
@@ -34,25 +33,45 @@ def trajectories(vocab: int) -> list[Trajectory]:
 
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--archs", nargs="+", default=["qwen2"], help="tiny configs, updated one after the other")
     p.add_argument("--tp", type=int, default=1)
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--max-tokens", type=int, nargs="+", required=True,
                    help="micro-batch token budgets; one update (from the same weights) per budget")
-    p.add_argument("--states", type=Path, help="full states to load (omit to create them)")
+    p.add_argument("--overlap-grad-reduce", action="store_true",
+                   help="overlap the DP gradient reduction with the backward (off on gloo by default), "
+                        "in buckets small enough that the tiny models have several")
+    p.add_argument("--states", type=Path, help="directory of the full states to load (omit to create them)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
-    arch = parse_arch(TINY_CONFIGS[ARCH])
-    init_distributed(ParallelConfig(tp=args.tp, pp=args.pp, seed=3), arch.num_layers)
+    num_layers = parse_arch(TINY_CONFIGS[args.archs[0]]).num_layers
+    init_distributed(ParallelConfig(tp=args.tp, pp=args.pp, seed=3), num_layers)
+    for name in args.archs:
+        arch = parse_arch(TINY_CONFIGS[name])
+        policy, reference, rm = build_models(arch, (args.states or args.out) / f"states_{name}.pt",
+                                             create=args.states is None)
+        policy, rm = (wrap_ddp(chunks, overlap_grad_reduce=args.overlap_grad_reduce,
+                               bucket_size=20_000 if args.overlap_grad_reduce else None) for chunks in (policy, rm))
+        for budget in args.max_tokens:
+            grads = oreal_update(arch, policy, reference, rm, budget)
+            if ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0:
+                torch.save(grads, args.out / f"grads_{name}_{budget}_pp{ps.get_pipeline_model_parallel_rank()}.pt")
+    dist.barrier()
+    shutdown()
+
+
+def build_models(arch, states_file: Path, create: bool):
+    """Policy, reference and token-RM chunks (not DDP-wrapped) with the full states of `states_file`;
+    `create`: the first (single-process) run draws three different models and saves them there."""
     policy, reference, rm = build_model(arch), build_model(arch), build_model(arch)
-    if args.states is None:  # the first (single-process) run draws three different models
+    if create:
         if dist.get_rank() == 0:
             states = {name: {n: p.detach().clone() for n, p in chunks[0].named_parameters()}
                       for name, chunks in (("policy", policy), ("reference", reference), ("rm", rm))}
             states["value_head"] = torch.randn(1, arch.hidden_size) * 0.5
-            torch.save(states, args.out / "states.pt")
+            torch.save(states, states_file)
         dist.barrier()
-        args.states = args.out / "states.pt"
-    states = torch.load(args.states)
+    states = torch.load(states_file)
     for name, chunks in (("policy", policy), ("reference", reference), ("rm", rm)):
         load_full_state(chunks, states[name], arch.tie_word_embeddings)
     to_token_rm(rm, reference_feature=True)  # the paper's w·h_t plus the reference feature's a·f_t
@@ -60,14 +79,7 @@ def main():
         if chunk.post_process:
             chunk.value_head.weight.data.copy_(states["value_head"])
             chunk.value_head.reference_weight.data.fill_(0.7)
-    policy, rm = wrap_ddp(policy), wrap_ddp(rm)
-
-    for budget in args.max_tokens:
-        grads = oreal_update(arch, policy, reference, rm, budget)
-        if ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0:
-            torch.save(grads, args.out / f"grads_{budget}_pp{ps.get_pipeline_model_parallel_rank()}.pt")
-    dist.barrier()
-    shutdown()
+    return policy, reference, rm
 
 
 def oreal_update(arch, policy, reference, rm, budget):

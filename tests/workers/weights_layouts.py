@@ -1,5 +1,5 @@
 """torchrun worker: HF checkpoints ⇄ megatron chunks in one TP/PP/VPP layout, for several models
-per launch (tests/test_weights_layouts.py). For each HF directory given: load it, save the
+per launch (tests/test_weights.py). For each HF directory given: load it, save the
 logits of a fixed packed batch, and optionally export it to HF, save a megatron checkpoint of
 it, or load a megatron checkpoint saved at another layout and save those logits too."""
 import argparse
