@@ -44,7 +44,8 @@ RL = {
     "train": {"micro_batch_tokens": 4096, "save_every": 10, "keep_last": 1},
 }
 RL_STEPS = 90
-PROGRESS = re.compile(r"step \d+/\d+ ")  # MetricsLog.progress's line (SFT and RL), printed by rank 0
+PROGRESS = re.compile(r"step (\d+)/(\d+) ")  # MetricsLog.progress's line (SFT and RL), printed by rank 0
+LOG_EVERY_S = 10.0  # without a TTY (a CI log), one progress line per this many seconds, and the last
 
 
 def add_arguments(parser) -> None:
@@ -86,21 +87,26 @@ def stage(title: str, cmd: list[str], log: Path) -> float:
 def run_logged(cmd: list[str], log: Path, terminal) -> int:
     """Run `cmd` with all its output copied to `log` as it comes (byte for byte), and its progress lines
     (trainer/metrics.py's `step k/N ... (ETA ...)`) shown on `terminal`: one line rewritten in place on a
-    TTY, one line per step otherwise. Returns the exit status."""
-    live, shown = terminal.isatty(), False
+    TTY; otherwise the first, then one every LOG_EVERY_S seconds, and the last (k = N). Returns the exit
+    status."""
+    live, shown, last_logged = terminal.isatty(), False, None
     with log.open("wb") as handle, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as proc:
         for raw in proc.stdout:
             handle.write(raw)
             handle.flush()
             line = raw.decode(errors="replace").rstrip()
-            if PROGRESS.match(line):
-                if live:  # \r and padding to the width: a shorter line overwrites the longer one before it
-                    width = shutil.get_terminal_size().columns - 1
-                    terminal.write("\r" + f"   {line}"[:width].ljust(width))
-                    shown = True
-                else:
-                    terminal.write(f"   {line}\n")
-                terminal.flush()
+            progress = PROGRESS.match(line)
+            if not progress:
+                continue
+            if live:  # \r and padding to the width: a shorter line overwrites the longer one before it
+                width = shutil.get_terminal_size().columns - 1
+                terminal.write("\r" + f"   {line}"[:width].ljust(width))
+                shown = True
+            elif (last_logged is None or time.perf_counter() - last_logged >= LOG_EVERY_S
+                  or progress.group(1) == progress.group(2)):
+                terminal.write(f"   {line}\n")
+                last_logged = time.perf_counter()
+            terminal.flush()
     if shown:
         terminal.write("\n")
     return proc.returncode

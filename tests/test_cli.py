@@ -47,6 +47,36 @@ def test_eval_and_generate_check_the_architecture_as_train_does(tmp_path, comman
                           "is not supported (supported: Qwen2ForCausalLM, LlamaForCausalLM)\n")
 
 
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_eval_and_generate_check_the_verifier_choice_first(tmp_path, command):
+    """--backend / --fallback are checked as verifier.backend / verifier.fallback are, before the model is read."""
+    args = [str(tmp_path / "no-model"), str(tmp_path / "none.jsonl"), "--backend", "math-verify", "--fallback",
+            "last_number"] + (["--out", str(tmp_path / "o.jsonl")] if command == "generate" else [])
+    out = _run(command, *args)
+    assert out.returncode == 2
+    assert out.stderr == (f"oreal-mega {command}: error: verifier.fallback in the command line: 'last_number' "
+                          "applies to the oreal backend only (math-verify always falls back to the last expression "
+                          "it finds); use 'none'\n")
+
+
+def test_generate_judges_its_samples_with_the_chosen_backend_and_fallback():
+    """The verdicts `oreal-mega generate --backend/--fallback` writes (generate's verify_samples, on fixed samples)."""
+    import torch
+
+    from oreal_mega.rollout.base import Sample
+    from oreal_mega.rollout.generate_cli import verify_samples
+    from oreal_mega.rollout.prompts import records_from_dicts
+    from oreal_mega.verifier import math_verify_backend
+
+    records = records_from_dicts([{"question": "How many apples?", "gold_answer": "7"}])
+    samples = [[Sample(0, [1, 2], text, torch.zeros(2), "stop") for text in ("So there are 7 apples.", "\\boxed{6}")]]
+    expected = {("oreal", "none"): ["no_answer", "wrong"], ("oreal", "last_number"): ["correct", "wrong"]}
+    if math_verify_backend.available():
+        expected["math-verify", "none"] = ["correct", "wrong"]
+    for (backend, fallback), statuses in expected.items():
+        assert [v.status for v in verify_samples(records, samples, backend, fallback)[0]] == statuses
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("override, error", [
     (None, "model.path in {config}: no directory {none}"),

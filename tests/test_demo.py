@@ -89,3 +89,12 @@ def test_a_stage_streams_its_progress_to_the_terminal_and_all_its_output_to_the_
         assert terminal.getvalue() == "\r" + f"   {first}"[:39] + "\r" + f"   {second}".ljust(39) + "\n"
     else:
         assert terminal.getvalue() == f"   {first}\n   {second}\n"
+
+
+def test_without_a_tty_progress_lines_are_thinned_to_one_per_interval_and_the_last(tmp_path, monkeypatch):
+    monkeypatch.setattr(demo, "LOG_EVERY_S", 3600.0)
+    lines = "".join(f"print('step {k}/50 0.1s (ETA 0.0 min) loss 1', flush=True)\n" for k in range(1, 51))
+    terminal = Terminal(False, tmp_path / "seen")
+    assert demo.run_logged([sys.executable, "-c", lines], tmp_path / "stage.log", terminal) == 0
+    assert terminal.getvalue() == "   step 1/50 0.1s (ETA 0.0 min) loss 1\n   step 50/50 0.1s (ETA 0.0 min) loss 1\n"
+    assert (tmp_path / "stage.log").read_text().count("step ") == 50

@@ -32,9 +32,12 @@ def task_dir(tmp_path_factory):
 
 
 def test_eval_cli_writes_problems_and_summary(task_dir):
+    """Per-problem verdicts, the summary and its breakdown by the synthetic task's `level`, judged by the verifier
+    --fallback chose."""
     out = task_dir / "eval_out"
     done = oreal_mega("eval", str(task_dir / "model"), str(task_dir / "eval.jsonl"), "--k", "3",
-                      "--max-tokens", str(MAX_TOKENS), "--dtype", "float32", "--out", str(out))
+                      "--max-tokens", str(MAX_TOKENS), "--dtype", "float32", "--out", str(out),
+                      "--fallback", "last_number")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "pass@1" in done.stdout and "pass@3" in done.stdout
     rows = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
@@ -42,15 +45,23 @@ def test_eval_cli_writes_problems_and_summary(task_dir):
     assert len(rows) == summary["problems"] == 6
     gold = [record.gold for record in read_prompts(task_dir / "eval.jsonl")]
     assert [row["gold"] for row in rows] == gold
+    assert [row["index"] for row in rows] == list(range(6)) and summary["verifier"] == "oreal, fallback last_number"
     for row in rows:
         assert len(row["samples_correct"]) == 3 and row["greedy_tokens"] <= MAX_TOKENS
         assert row["greedy_status"] in ("correct", "wrong", "no_answer", "truncated")
+        assert len(row["samples_pred"]) == 3 and row["level"] in (1, 2)
     # the summary is consistent with the per-problem lines
     assert summary["greedy_pass_at_1"] == pytest.approx(
         sum(row["greedy_correct"] for row in rows) / 6)
     assert summary["pass_at_3"] == pytest.approx(
         sum(pass_at_k(3, sum(row["samples_correct"]), 3) for row in rows) / 6)
     assert sum(summary["sample_status_counts"].values()) == 18
+    for level, entry in summary["by_level"].items():
+        chosen = [row for row in rows if str(row["level"]) == level]
+        assert entry["problems"] == len(chosen) and entry["greedy_pass_at_1"] == pytest.approx(
+            sum(row["greedy_correct"] for row in chosen) / len(chosen))
+        assert entry["pass_at_3"] == pytest.approx(sum(row["pass_at_3"] for row in chosen) / len(chosen))
+    assert sum(entry["problems"] for entry in summary["by_level"].values()) == 6
     truncated = sum(row["greedy_tokens"] == MAX_TOKENS and row["greedy_status"] == "truncated"
                     for row in rows)
     assert summary["greedy_truncation_rate"] == pytest.approx(truncated / 6)

@@ -164,7 +164,7 @@ def test_bench_kernels_rejects_a_bad_shape(capsys):
     assert "--shape '7b'" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("ignored", [0, 9])
+@pytest.mark.parametrize("ignored", [0, 9, 40])  # 40: no label at all (a rank's all-padding micro-batch)
 def test_a_known_label_count_gives_the_same_results_without_counting_on_the_device(ignored, monkeypatch):
     hidden, weight, labels = make_inputs(40, 16, 97, torch.float32, seed=13, n_ignored=ignored)
     coefs = dict(coef_logp=torch.linspace(-1, 1, 40), ref_logp=torch.full((40,), -3.0), kl_coef=0.2)

@@ -209,6 +209,8 @@ def test_reference_logprob_feature_is_the_running_minimum_of_earlier_response_to
     # first response token 0; then the min over the earlier ones; seq 1 restarts (seq 0's −3 does not carry)
     expected[mask] = torch.tensor([0.0, -1.0, -1.0, -3.0, 0.0, -2.0, -2.0])
     assert torch.equal(feature, expected)
+    empty = PackedResponses.from_lengths([], [], [], [], [])  # a rank's empty micro-batch
+    assert reference_logprob_feature(torch.zeros(0), empty).shape == (0,)
 
 
 def test_reference_logprob_feature_matches_a_per_sequence_loop_on_a_long_stream():

@@ -16,17 +16,19 @@ ARCHS = ["qwen2", "qwen2-tied"]
 
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
-    """One process: micro-batches of ≤ 64 tokens (several sequences each) and of ≤ 14 (one each)."""
+    """One process: micro-batches of ≤ 64 tokens (several sequences each) and of ≤ 14 (one each); and
+    the steps that keep only the first 1 or 3 trajectories."""
     out = tmp_path_factory.mktemp("single")
-    torchrun(WORKER, 1, ["--archs", *ARCHS, "--max-tokens", 64, 14, "--out", out])
+    torchrun(WORKER, 1, ["--archs", *ARCHS, "--max-tokens", 64, 14, "--kept-first", "1:64", "3:64", "--out", out])
     return out
 
 
-def _grads(directory: Path, arch: str, budget: int) -> dict:
+def _grads(directory: Path, arch: str, label: int | str) -> dict:
     merged = {"policy": {}, "rm": {}}
-    for part in directory.glob(f"grads_{arch}_{budget}_pp*.pt"):
+    for part in directory.glob(f"grads_{arch}_{label}_pp*.pt"):
         for model, grads in torch.load(part).items():
             merged[model].update(grads)
+    assert merged["policy"], f"no gradients of {arch} {label} in {directory}"
     return merged
 
 
@@ -50,11 +52,17 @@ def test_parallel_layouts(single_process, tmp_path, layout):
     """With the DP reduction overlapped with the backward (forced on: gloo's default is off), in several
     buckets, for an untied and a tied LM head, whose gradient the fused loss writes straight into
     main_grad; two updates per run, so that the second runs megatron's steady-state overlap (the
-    first reduces at finish_grad_sync), with different micro-batch counts."""
+    first reduces at finish_grad_sync), with different micro-batch counts. The overlapped runs then
+    update on steps that keep fewer trajectories: at DP = 2 one kept trajectory leaves rank 1 a single
+    all-padding micro-batch, three in micro-batches of ≤ 16 tokens give it one real and one empty
+    micro-batch (plans [[[0]], [[]]] and [[[1], [0]], [[2], []]]); both must still match one process."""
     overlap = "--overlap-grad-reduce" in layout
-    archs, budgets = (ARCHS, [30, 16]) if overlap else (ARCHS[:1], [30])
-    torchrun(WORKER, 2, ["--archs", *archs, "--max-tokens", *budgets, "--states", single_process,
-                         "--out", tmp_path, *layout])
+    archs, budgets, kept_first = (ARCHS, [30, 16], {1: 30, 3: 16}) if overlap else (ARCHS[:1], [30], {})
+    torchrun(WORKER, 2, ["--archs", *archs, "--max-tokens", *budgets, "--states", single_process, "--out", tmp_path,
+                         "--kept-first", *[f"{kept}:{budget}" for kept, budget in kept_first.items()], *layout])
     for arch in archs:
         for budget in budgets:
             _assert_same(_grads(tmp_path, arch, budget), _grads(single_process, arch, 64))
+        for kept, budget in kept_first.items():
+            _assert_same(_grads(tmp_path, arch, f"first{kept}_{budget}"),
+                         _grads(single_process, arch, f"first{kept}_64"))

@@ -3,8 +3,13 @@
 MODEL_DIR is an HF model directory, an oreal-mega model checkpoint, or a training checkpoint's
 `step_N/` (its `policy/`); checkpoints are exported to a temporary HF directory first.
 
-DATA lines hold `question`/`gold_answer`, `problem`/`answer` (MATH-500) or `prompt`/`answer`.
-Writes problems.jsonl, summary.json and summary.txt to --out (default MODEL_DIR/eval/DATA-stem).
+DATA is a prompt file in any `--format` (rollout/formats.py): `question`/`gold_answer`, MATH's
+`problem` + `answer` or `solution`, GSM8K, chat messages, verl parquet.
+Writes to --out (default MODEL_DIR/eval/DATA-stem): problems.jsonl (per problem: index, line, question,
+gold, the record's other fields, the greedy and sampled answers with their verdict statuses), summary.json
+(pass@1, pass@k, status counts, and the same by each `--group-by` field the records carry: `by_level`, ...)
+and summary.txt (the printed table). `--backend` / `--fallback` choose the verifier as
+`verifier.backend` / `verifier.fallback` do in training.
 """
 import subprocess
 import sys
@@ -13,9 +18,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from oreal_mega.errors import UserError
+from oreal_mega.evaluation.metrics import GROUP_FIELDS
 from oreal_mega.jsonl import check_lines
 from oreal_mega.rollout.formats import FORMATS
 from oreal_mega.rollout.prompts import read_prompts
+from oreal_mega.verifier.backends import BACKENDS, DEFAULT_FALLBACK, check_choice
+from oreal_mega.verifier.extract import FALLBACKS
 
 
 def add_arguments(parser) -> None:
@@ -40,6 +48,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-model-len", type=int, default=None)
     parser.add_argument("--cpu-kv-cache-gib", type=int, default=1,
                         help="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    parser.add_argument("--backend", choices=BACKENDS, default="oreal",
+                        help="verifier: oreal (our rules) | math-verify (HF math-verify as verl calls it)")
+    parser.add_argument("--fallback", choices=FALLBACKS, default=DEFAULT_FALLBACK,
+                        help=f"oreal backend, response without an explicit answer (default {DEFAULT_FALLBACK})")
+    parser.add_argument("--group-by", nargs="+", default=list(GROUP_FIELDS), metavar="FIELD",
+                        help="record fields to break pass@1 / pass@k down by, where present (default "
+                             f"{' '.join(GROUP_FIELDS)}; the original MATH release calls the subject 'type')")
 
 
 def _hf_model(model_dir: Path, stack: ExitStack) -> Path:
@@ -72,6 +87,7 @@ def run(args) -> int:
     model_dir, data = Path(args.model_dir), Path(args.data)
     if args.limit is not None and args.limit < 1:
         raise UserError(f"--limit must be >= 1, got {args.limit}")
+    check_choice(args.backend, args.fallback, "the command line")
     records = read_prompts(data, args.format, announce=True)[:args.limit]
     check_lines(data, [(record.line, "no gold answer (gold_answer or answer); evaluation needs one on every line")
                        for record in records if record.gold is None])
@@ -87,6 +103,7 @@ def _evaluate(args, hf_dir: Path, model_dir: Path, data: Path, records: list) ->
             hf_dir, records, k=args.k, n=args.n, temperature=args.temperature,
             top_p=args.top_p, max_tokens=args.max_tokens, seed=args.seed,
             system_prompt=args.system_prompt, chat=not args.no_chat_template, progress=True,
+            backend=args.backend, fallback=args.fallback, group_by=tuple(args.group_by),
             engine_kwargs=dict(dtype=args.dtype, seed=args.seed, max_model_len=args.max_model_len,
                                cpu_kv_cache_gib=args.cpu_kv_cache_gib))
     except ValueError as err:  # bad k/n/temperature combinations

@@ -2,6 +2,8 @@
 from collections import Counter
 from math import comb
 
+GROUP_FIELDS = ("level", "subject", "data_source")  # record fields the summary breaks down by: MATH's, verl's
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from `n` samples of which `c` are correct (Chen et al. 2021, Codex):

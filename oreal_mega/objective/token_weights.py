@@ -101,8 +101,10 @@ def reference_logprob_feature(reference_logp: torch.Tensor, batch: PackedRespons
     mask = batch.response_mask
     values = torch.where(mask, reference_logp.detach().double(), 0.0)  # log-probs: all <= 0
     # Per-sequence running minimum in one cummin: shifting sequence k down by k·C (C > max |value|)
-    # puts every earlier sequence's values above all of its own.
-    shift = (values.abs().max() + 1.0) * batch.sequence_ids.double()
+    # puts every earlier sequence's values above all of its own. An empty stream (a data-parallel
+    # rank's all-padding micro-batch) has no max; its size is a host-side shape: no sync.
+    largest = values.abs().max() if values.numel() else 0.0
+    shift = (largest + 1.0) * batch.sequence_ids.double()
     running_min = torch.cummin(values - shift, dim=0).values + shift
     before_t = torch.cat([running_min.new_zeros(1), running_min[:-1]])
     return torch.where(mask & (batch.response_positions > 0), before_t, 0.0).float()

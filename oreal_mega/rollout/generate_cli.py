@@ -3,7 +3,8 @@
 Each prompt line is a JSON object with the question under `question`, `prompt` or `problem`
 and, optionally, a gold answer under `gold_answer` or `answer`. Questions go through the
 tokenizer's chat template as one user message. Every sample becomes one output line; when
-gold answers exist the samples are verified and pass rates are printed.
+gold answers exist the samples are verified (`--backend` / `--fallback`, as `verifier.backend` /
+`verifier.fallback` in training) and pass rates are printed.
 """
 import json
 import time
@@ -12,6 +13,10 @@ from pathlib import Path
 from oreal_mega.errors import UserError
 from oreal_mega.rollout.formats import FORMATS
 from oreal_mega.rollout.prompts import PromptRecord, encode_prompts, read_prompts
+from oreal_mega.verifier import VerifierPool
+from oreal_mega.verifier.backends import BACKENDS, DEFAULT_FALLBACK, check_choice, verify_function
+from oreal_mega.verifier.extract import FALLBACKS
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("model_dir", help="HF model directory (config, weights, tokenizer)")
@@ -31,21 +36,21 @@ def add_arguments(parser) -> None:
                         help="send the question text as it is (base models)")
     parser.add_argument("--cpu-kv-cache-gib", type=int, default=1,
                         help="KV cache size on CPU in GiB (VLLM_CPU_KVCACHE_SPACE)")
+    parser.add_argument("--backend", choices=BACKENDS, default="oreal",
+                        help="verifier: oreal (our rules) | math-verify (HF math-verify as verl calls it)")
+    parser.add_argument("--fallback", choices=FALLBACKS, default=DEFAULT_FALLBACK,
+                        help=f"oreal backend, response without an explicit answer (default {DEFAULT_FALLBACK})")
 
 
-def verify_samples(records: list[PromptRecord], samples) -> list[list] | None:
-    """Verdicts per sample when every prompt has a gold answer and the verifier is installed."""
+def verify_samples(records: list[PromptRecord], samples, backend: str = "oreal",
+                   fallback: str = DEFAULT_FALLBACK) -> list[list] | None:
+    """Verdicts per sample, judged with `backend` and `fallback`, when every prompt has a gold answer."""
     if any(record.gold is None for record in records):
-        return None
-    try:
-        from oreal_mega.verifier import VerifierPool
-    except ImportError:
-        print("gold answers found but oreal_mega.verifier is not available: no verdicts")
         return None
     responses = [sample.text for per_prompt in samples for sample in per_prompt]
     golds = [records[sample.prompt_index].gold for per_prompt in samples for sample in per_prompt]
     finished = [sample.finish_reason == "stop" for per_prompt in samples for sample in per_prompt]
-    with VerifierPool() as pool:
+    with VerifierPool(verify_fn=verify_function(backend, fallback)) as pool:
         flat = pool.verify_batch(responses, golds, finished)
     verdicts, start = [], 0
     for per_prompt in samples:
@@ -58,6 +63,7 @@ def run(args) -> int:
     from oreal_mega.models.hf_config import parse_arch, read_hf_config
     from oreal_mega.rollout.base import SamplingConfig
 
+    check_choice(args.backend, args.fallback, "the command line")
     model_dir = Path(args.model_dir)
     if not (model_dir / "config.json").is_file():
         raise UserError(f"{model_dir} is not a HF model directory (no config.json)")
@@ -86,7 +92,7 @@ def run(args) -> int:
     print(f"{len(records)} prompts x {args.n} samples: {new_tokens} new tokens in "
           f"{seconds:.1f} s ({new_tokens / seconds:.0f} tokens/s)")
 
-    verdicts = verify_samples(records, samples)
+    verdicts = verify_samples(records, samples, args.backend, args.fallback)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w", encoding="utf-8") as handle:

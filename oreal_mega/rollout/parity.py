@@ -41,8 +41,8 @@ Defaults, from the unit roundoff u of the model dtype (fp32 2^-24, fp16 2^-11, b
   with per-token maxima far above the mean, which is why only the mean decides: a bf16 vLLM on CPU
   against a float64 forward of the same weights measured mean 0.035 (9u), max 0.14 on the tests' tiny
   model with large random weights; N(0, 0.02) noise per token, the tests' bf16 stand-in, is a mean of
-  0.016 (4u). Rollout-vs-trainer KLs of 1e-3 to 1e-2 are reported for bf16 RL stacks, a mean |Δ| of
-  about 0.04 to 0.1 for Gaussian-like Δ: warned, not stopped. At 128u the average probability ratio
+  0.016 (4u). Users of other bf16 RL stacks report rollout-vs-trainer KLs of 1e-3 to 1e-2 (not
+  measured here), a mean |Δ| of about 0.04 to 0.1 for Gaussian-like Δ: warned, not stopped. At 128u the average probability ratio
   per token is e^0.5 ≈ 1.65, and the importance ratios are no longer near 1; a permutation or a
   tokenizer mismatch is worth nats per token.
 - fp32: warn_mean = 2^-14 (≈ 6.1e-5), stop_mean = 2^-10 (≈ 9.8e-4). fp32 stacks differ by their

@@ -39,13 +39,21 @@ def _at_response(traj: Trajectory, values, fill, dtype) -> torch.Tensor:
 
 
 def micro_batches(trajectories: list[Trajectory], plan: list[list[int]], length: int) -> list[MicroBatch]:
-    """One MicroBatch per entry of `plan` (lists of trajectory indices), all padded to `length`."""
+    """One MicroBatch per entry of `plan` (lists of trajectory indices), all padded to `length`.
+
+    An empty entry (a data-parallel rank with fewer sequences than micro-batches) gives an all-padding
+    micro-batch: no sequence, no label, the same fields, so it runs through every pass and collective
+    and adds nothing. `rollout_logp` is a field of every micro-batch or of none: the step decides."""
+    with_rollout_logp = all(t.rollout_logprobs is not None for t in trajectories)
     out = []
     for indices in plan:
         chosen = [trajectories[i] for i in indices]
-        fields = {"labels": [_at_response(t, t.response_ids, IGNORE, torch.long) for t in chosen]}
-        if all(t.rollout_logprobs is not None for t in chosen):
-            fields["rollout_logp"] = [_at_response(t, t.rollout_logprobs, 0.0, torch.float32) for t in chosen]
+        # each field starts with a zero-length tensor: it has its dtype even with no sequence
+        fields = {"labels": [torch.empty(0, dtype=torch.long)]
+                  + [_at_response(t, t.response_ids, IGNORE, torch.long) for t in chosen]}
+        if with_rollout_logp:
+            fields["rollout_logp"] = [torch.empty(0, dtype=torch.float32)] + [
+                _at_response(t, t.rollout_logprobs, 0.0, torch.float32) for t in chosen]
         mb = pack([torch.tensor(t.prompt_ids + t.response_ids) for t in chosen], length, fields,
                   pad_values={"labels": IGNORE})
         mb.sequence_fields = {

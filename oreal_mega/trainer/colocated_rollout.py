@@ -56,13 +56,7 @@ class ColocatedRollout:
                                        cfg.data.difficulty_balance, cfg.seed, cfg.data.prompts)
         self.engine = _build_engine(cfg)
         self.live = self.engine.samples_from_policy  # False under replay
-        self.pool = None
-        if self.live and topo.is_main:
-            from oreal_mega.verifier import VerifierPool
-
-            from oreal_mega.verifier.backends import verify_function
-            self.pool = VerifierPool(cfg.verifier.workers, cfg.verifier.timeout_s, judge=cfg.verifier.judge,
-                                     verify_fn=verify_function(cfg.verifier.backend, cfg.verifier.fallback))
+        self.pool = verifier_pool(cfg.verifier) if self.live and topo.is_main else None
         if not self.live and topo.is_main:
             print(f"rollout.engine=replay: samples and verdicts from {cfg.rollout.replay_dir}; weight sync, "
                   "parity probe and evaluation are skipped", flush=True)
@@ -183,7 +177,8 @@ class ColocatedRollout:
 
     def maybe_evaluate(self, step: int) -> dict:
         """Held-out greedy pass@1 of the engine's current policy, every train.eval_every steps: generated
-        on every rank (collective), verified by the pool on global rank 0 only (`evaluate` broadcasts)."""
+        on every rank (collective), verified on global rank 0 only (`evaluate` broadcasts) by the pool that
+        judges the rollouts, so with the same verifier.backend, fallback and judge."""
         from oreal_mega.evaluation.evaluate import evaluate
 
         train = self.cfg.train
@@ -198,6 +193,16 @@ class ColocatedRollout:
         if self.pool is not None:
             self.pool.close()
         self.engine.shutdown()
+
+
+def verifier_pool(verifier):
+    """The trainer's VerifierPool for the `verifier` config section: its workers, timeout, backend, fallback
+    and optional model judge."""
+    from oreal_mega.verifier import VerifierPool
+    from oreal_mega.verifier.backends import verify_function
+
+    return VerifierPool(verifier.workers, verifier.timeout_s, judge=verifier.judge,
+                        verify_fn=verify_function(verifier.backend, verifier.fallback))
 
 
 def _has_task_solution(record) -> bool:

@@ -110,7 +110,7 @@ class Learner:
         dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
         plan = plan_dp_microbatches([tr.length for tr in trajectories], dp, self.cfg.train.micro_batch_tokens)
         length = max(sum(trajectories[i].length for i in mb) for rank in plan for mb in rank)
-        return micro_batches(trajectories, plan[dp_rank] or [[]], length)
+        return micro_batches(trajectories, plan[dp_rank], length)  # an empty entry: an all-padding micro-batch
 
     def _token_rm_update(self, mbs, ref_logps, counts, step: int, stats: dict, trajectories) -> list[torch.Tensor]:
         with self.on_device("token_rm"):

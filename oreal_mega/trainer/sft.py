@@ -69,6 +69,20 @@ def step_indices(num_examples: int, per_step: int, seed: int, step: int) -> list
     return order[offset: offset + per_step]
 
 
+def sft_loss(tokens: int, tp_group):
+    """The loss_fn of `forward_backward`: the response tokens' negative log-likelihood / `tokens` (the
+    step's response tokens on all ranks), and per micro-batch the tokens predicted with p > ½."""
+    def loss_fn(hidden, model, mb):
+        labels = mb.fields["labels"]
+        loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), labels, coef_logp=-1.0 / tokens,
+                                      tp_group=tp_group, weight_grad_into=model.lm_head_main_grad(),
+                                      num_labelled=mb.num_labelled)
+        correct = (diag.logp > -0.6931) & (labels != -100)  # a masked sum, not indexing: no host sync
+        return loss, {"loss": loss.detach(), "correct_tokens": correct.sum()}
+
+    return loss_fn
+
+
 def sft(cfg: SFTConfig) -> Path:
     from transformers import AutoTokenizer
 
@@ -99,19 +113,10 @@ def sft(cfg: SFTConfig) -> Path:
         batch = [examples[i] for i in step_indices(len(examples), per_step, cfg.seed, step)]
         plan = plan_dp_microbatches([t.length for t in batch], dp, cfg.train.micro_batch_tokens)
         length = max(sum(batch[i].length for i in mb) for rank in plan for mb in rank)
-        mbs = micro_batches(batch, plan[dp_rank] or [[]], length)
+        mbs = micro_batches(batch, plan[dp_rank], length)
         tokens = sum(len(t.response_ids) for t in batch)
-
-        def loss_fn(hidden, model, mb):
-            labels = mb.fields["labels"]
-            loss, diag = fused_oreal_loss(hidden, model.lm_head_weight(), labels, coef_logp=-1.0 / tokens,
-                                          tp_group=tp_group, weight_grad_into=model.lm_head_main_grad(),
-                                          num_labelled=mb.num_labelled)
-            correct = (diag.logp > -0.6931) & (labels != -100)  # a masked sum, not indexing: no host sync
-            return loss, {"loss": loss.detach(), "correct_tokens": correct.sum()}
-
         zero_grads(policy)
-        out = forward_backward(policy, mbs, loss_fn)
+        out = forward_backward(policy, mbs, sft_loss(tokens, tp_group))
         finalize_grads(policy)
         metrics = {"loss": sum_metric(out, "loss"), "tokens": tokens,
                    "token_accuracy_p>0.5": sum_metric(out, "correct_tokens") / tokens}

@@ -1,6 +1,7 @@
 """torchrun worker: one OREAL update (reference pass, token-RM step, policy step) on fixed
 trajectories in a given layout and micro-batch size, per tiny model; saves full gradients of policy
-and RM."""
+and RM. `--kept-first` adds updates on only the first few trajectories: a step that keeps fewer of
+them than there are data-parallel ranks leaves a rank with no sequence (an all-padding micro-batch)."""
 import argparse
 from pathlib import Path
 
@@ -38,12 +39,18 @@ def main():
     p.add_argument("--pp", type=int, default=1)
     p.add_argument("--max-tokens", type=int, nargs="+", required=True,
                    help="micro-batch token budgets; one update (from the same weights) per budget")
+    p.add_argument("--kept-first", nargs="*", default=[], metavar="K:BUDGET",
+                   help="more updates (after those of --max-tokens), each on the first K trajectories only, "
+                        "in micro-batches of <= BUDGET tokens")
     p.add_argument("--overlap-grad-reduce", action="store_true",
                    help="overlap the DP gradient reduction with the backward (off on gloo by default), "
                         "in buckets small enough that the tiny models have several")
     p.add_argument("--states", type=Path, help="directory of the full states to load (omit to create them)")
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    updates = [(f"{budget}", None, budget) for budget in args.max_tokens]  # (file label, kept, budget)
+    for kept, budget in (map(int, spec.split(":")) for spec in args.kept_first):
+        updates.append((f"first{kept}_{budget}", kept, budget))
     num_layers = parse_arch(TINY_CONFIGS[args.archs[0]]).num_layers
     init_distributed(ParallelConfig(tp=args.tp, pp=args.pp, seed=3), num_layers)
     for name in args.archs:
@@ -52,10 +59,10 @@ def main():
                                              create=args.states is None)
         policy, rm = (wrap_ddp(chunks, overlap_grad_reduce=args.overlap_grad_reduce,
                                bucket_size=20_000 if args.overlap_grad_reduce else None) for chunks in (policy, rm))
-        for budget in args.max_tokens:
-            grads = oreal_update(arch, policy, reference, rm, budget)
+        for label, kept, budget in updates:
+            grads = oreal_update(arch, policy, reference, rm, budget, kept)
             if ps.get_tensor_model_parallel_rank() == 0 and ps.get_data_parallel_rank() == 0:
-                torch.save(grads, args.out / f"grads_{name}_{budget}_pp{ps.get_pipeline_model_parallel_rank()}.pt")
+                torch.save(grads, args.out / f"grads_{name}_{label}_pp{ps.get_pipeline_model_parallel_rank()}.pt")
     dist.barrier()
     shutdown()
 
@@ -82,11 +89,12 @@ def build_models(arch, states_file: Path, create: bool):
     return policy, reference, rm
 
 
-def oreal_update(arch, policy, reference, rm, budget):
-    """Gradients of one OREAL update of policy and RM with micro-batches of ≤ budget tokens."""
+def oreal_update(arch, policy, reference, rm, budget, kept=None):
+    """Gradients of one OREAL update of policy and RM with micro-batches of ≤ budget tokens, on the
+    first `kept` trajectories (all when None)."""
     for chunk in policy + rm:
         chunk.zero_grad_buffer()
-    trajs = trajectories(arch.vocab_size)
+    trajs = trajectories(arch.vocab_size)[:kept]
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
     plan = plan_dp_microbatches([t.length for t in trajs], dp, budget)
     length = max(sum(trajs[i].length for i in mb) for rank in plan for mb in rank)
