@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     import torch
 
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # "save and stop" for `train` and `sft` (trainer/preemption.py)
 
 
 @dataclass
@@ -71,6 +72,17 @@ def die_with_launcher() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != launcher:  # the launcher died before the request took effect
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def as_helper_process() -> None:
+    """First thing in a helper process that a rank starts and owns (a verifier worker, the checkpoint
+    writer's Manager server): die with that rank (Linux PDEATHSIG), and ignore SIGTERM / SIGUSR1, which
+    torchrun sends to each rank's whole process group and Slurm to every process of the job: the rank
+    finishes its step and saves before it stops (trainer/preemption.py), and needs its helpers till then."""
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 _DETERMINISTIC_CUBLAS = (":4096:8", ":16:8")  # the workspace settings cuBLAS is reproducible with

@@ -94,6 +94,7 @@ def test_launcher_command(tmp_path):
     torchrun = argv[argv.index("torchrun") + 1:]
     assert torchrun == ["--nnodes", "2", "--nproc-per-node", "8", "--rdzv-backend", "c10d",
                         "--rdzv-endpoint", "gpu-a17:29500", "--rdzv-id", "4242",
+                        "--signals-to-handle", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1", "--shutdown-timeout", "900",
                         "-m", "oreal_mega", "train", config, "optim.lr=1e-6", "train.out_dir=runs/a b"]
 
 

@@ -40,12 +40,14 @@ def reference(config) -> Path:
     return out
 
 
-def _launch(config: Path, out: Path, *faults: str) -> tuple[int, str]:
+def _launch(config: Path, out: Path, *faults: str, overrides: tuple[str, ...] = (),
+            torchrun_args: tuple[str, ...] = ()) -> tuple[int, str]:
     """`python -m oreal_mega.testing.faults FAULTS CONFIG` on 2 processes; (exit status, output).
     The output goes to a file, which every process of the run inherits: none may be left holding it."""
     log = out.parent / f"{out.name}-{len(list(out.parent.glob(f'{out.name}-*.log')))}.log"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", f"--master-port={_free_port()}",
-           "-m", "oreal_mega.testing.faults", *faults, str(config), f"train.out_dir={out}"]
+           *torchrun_args, "-m", "oreal_mega.testing.faults", *faults, str(config), f"train.out_dir={out}",
+           *overrides]
     with log.open("w") as handle:
         returncode = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, timeout=600,
                                     env={**os.environ, "OMP_NUM_THREADS": "1"}).returncode
@@ -207,6 +209,34 @@ def test_full_disk_during_checkpoint_stops_cleanly_and_keeps_the_previous_one(co
 
     assert _resumed(out, 3) in _restart(config, out)
     _assert_steps_equal(out, reference, range(STEPS))
+
+
+def test_sigterm_mid_step_saves_that_step_exits_cleanly_and_resumes_exactly(config, reference, tmp_path):
+    """From the reference run cut after step 1, with checkpoints only at the last step (save_every=100):
+    SIGTERM to rank 1 alone in the policy update of step 2, then, restarted, to the torchrun agent in the
+    update of step 3 (torchrun passes it to both ranks). Each time both ranks finish the step, agree to
+    stop, save it and exit 0 (torchrun itself exits 1 after passing a signal on, without having to
+    SIGKILL anyone); the last restart resumes at step 4, and every step equals the reference's."""
+    out = tmp_path / "run"
+    _stopped_after(reference, out, 1)
+    stop_line = "stopping before step {} (SIGTERM received): checkpoint {} written in"
+    returncode, output = _launch(config, out, "--sigterm-at", "update:2:1", overrides=("train.save_every=100",))
+    assert returncode == 0, output[-6000:]
+    assert stop_line.format(3, out / "checkpoints" / "step_000002") in output
+    assert "run stopped early" in output
+    _assert_steps_equal(out, reference, range(3))
+    assert _checkpoints(out) == [f"step_{s:06d}" for s in range(3)]
+
+    returncode, output = _launch(config, out, "--sigterm-at", "update:3", overrides=("train.save_every=100",),
+                                 torchrun_args=("--shutdown-timeout=120",))
+    assert returncode == 1 and "death signal, shutting down workers" in output, output[-6000:]
+    assert "forcefully exiting" not in output, output[-6000:]  # both ranks exited within the grace period
+    assert _resumed(out, 3) in output and stop_line.format(4, out / "checkpoints" / "step_000003") in output
+    _assert_steps_equal(out, reference, range(4))
+
+    assert _resumed(out, 4) in _restart(config, out)
+    _assert_steps_equal(out, reference, range(STEPS))
+    assert _checkpoints(out) == [f"step_{s:06d}" for s in range(STEPS)]
 
 
 def test_unreadable_checkpoints_restore_nothing_and_none_left_is_an_error(megatron_world, tmp_path):

@@ -7,6 +7,10 @@ faults injected from outside the trainer, for tests (run it under torchrun like 
                          STEP: once every rank has entered `rollout`, `update` (the policy update)
                          or `sync` (the weight sync into vLLM); in `checkpoint` once this rank's
                          shard of the step's checkpoint is written, before the checkpoint is sealed.
+--sigterm-at PHASE:STEP[:RANK]  SIGTERM once rank 0 has entered PHASE of STEP, sent to the torchrun agent
+                         (which passes it on to every rank's process group, as a `kill` of torchrun or
+                         Slurm does); with RANK: sent by that rank to itself only, once it has entered
+                         the phase (the other ranks learn of it through trainer/preemption.py).
 --engine-dies-at STEP    the vLLM engine core dies in the rollout of STEP (its generate call raises
                          vLLM's EngineDeadError).
 --disk-full-at STEP      writing this rank's checkpoint shard at STEP fails with ENOSPC once half of
@@ -39,7 +43,7 @@ PHASES = {
 }
 
 _running: list[tuple[str, int | None]] = []  # the (phase, step) calls in progress, innermost last
-_kill_on_entering: tuple[str, int] | None = None  # (phase, step) whose entry kills the run
+_on_entering: dict[tuple[str, int], Callable[[], None]] = {}  # (phase, step) → what its entry does on this rank
 
 
 def _tracked(phase: str, method: Callable) -> Callable:
@@ -47,12 +51,8 @@ def _tracked(phase: str, method: Callable) -> Callable:
 
     def wrapper(*args, **kwargs):
         step = signature.bind(*args, **kwargs).arguments["step"]
-        if (phase, step) == _kill_on_entering:
-            # every rank is in the phase before the kill, as when a whole job is killed there (without
-            # the barrier the first rank in could kill rank 0 before it logged the previous step)
-            if torch.distributed.is_initialized():
-                torch.distributed.barrier()
-            kill_run()
+        if (phase, step) in _on_entering:
+            _on_entering[phase, step]()
         _running.append((phase, step))
         try:
             return method(*args, **kwargs)
@@ -62,11 +62,10 @@ def _tracked(phase: str, method: Callable) -> Callable:
     return wrapper
 
 
-def track_phases(kill_on_entering: tuple[str, int] | None = None) -> None:
-    """Wrap every PHASES method, so that `in_phase` knows where the run is; entering
-    `kill_on_entering` (phase, step) kills the run."""
-    global _kill_on_entering
-    _kill_on_entering = kill_on_entering
+def track_phases(on_entering: dict[tuple[str, int], Callable[[], None]] | None = None) -> None:
+    """Wrap every PHASES method, so that `in_phase` knows where the run is; entering a (phase, step) of
+    `on_entering` first calls its function."""
+    _on_entering.update(on_entering or {})
     for phase, (module, cls_name, name) in PHASES.items():
         cls = getattr(importlib.import_module(module), cls_name)
         setattr(cls, name, _tracked(phase, getattr(cls, name)))
@@ -74,6 +73,28 @@ def track_phases(kill_on_entering: tuple[str, int] | None = None) -> None:
 
 def in_phase(phase: str, step: int) -> bool:
     return (phase, step) in _running
+
+
+def _kill_once_all_arrived() -> None:
+    # every rank is in the phase before the kill, as when a whole job is killed there (without the
+    # barrier the first rank in could kill rank 0 before it logged the previous step)
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    kill_run()
+
+
+def _sigterm(target: int | None) -> Callable[[], None]:
+    """Entering the phase: SIGTERM to the torchrun agent from rank 0 (`target` None), or from rank `target`
+    to itself."""
+    rank = int(os.environ.get("RANK", "0"))
+
+    def send() -> None:
+        if target is None and rank == 0:
+            os.kill(os.getppid(), signal.SIGTERM)
+        elif target == rank:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return send
 
 
 def kill_run() -> None:
@@ -149,21 +170,33 @@ def _phase_step(text: str) -> tuple[str, int]:
     return phase, int(step)
 
 
+def _phase_step_rank(text: str) -> tuple[str, int, int | None]:
+    where, _, rank = text.rpartition(":") if text.count(":") == 2 else (text, "", None)
+    if rank is not None and not rank.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not PHASE:STEP[:RANK]")
+    return (*_phase_step(where), None if rank is None else int(rank))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m oreal_mega.testing.faults")
     parser.add_argument("--nan-grads-at", type=lambda text: [int(v) for v in text.split(",")], default=[],
                         metavar="STEP,STEP...")
     parser.add_argument("--kill-at", type=_phase_step, metavar="PHASE:STEP")
+    parser.add_argument("--sigterm-at", type=_phase_step_rank, metavar="PHASE:STEP[:RANK]")
     parser.add_argument("--engine-dies-at", type=int, metavar="STEP")
     parser.add_argument("--disk-full-at", type=int, metavar="STEP")
     parser.add_argument("train_args", nargs=argparse.REMAINDER, help="CONFIG [key=value ...] as for train")
     args = parser.parse_args(argv)
-    if args.kill_at and "TORCHELASTIC_RUN_ID" not in os.environ:
-        sys.exit("--kill-at kills this process's parent: run it under torchrun")
+    if (args.kill_at or args.sigterm_at) and "TORCHELASTIC_RUN_ID" not in os.environ:
+        sys.exit("--kill-at and --sigterm-at signal this process's parent: run it under torchrun")
     nan_gradients_at(set(args.nan_grads_at))
-    if args.kill_at or args.engine_dies_at is not None or args.disk_full_at is not None:
-        on_entry = args.kill_at if args.kill_at and args.kill_at[0] != "checkpoint" else None
-        track_phases(kill_on_entering=on_entry)
+    if args.kill_at or args.sigterm_at or args.engine_dies_at is not None or args.disk_full_at is not None:
+        on_entering = {}
+        if args.kill_at and args.kill_at[0] != "checkpoint":
+            on_entering[args.kill_at] = _kill_once_all_arrived
+        if args.sigterm_at:
+            on_entering[args.sigterm_at[:2]] = _sigterm(args.sigterm_at[2])
+        track_phases(on_entering)
     if args.kill_at and args.kill_at[0] == "checkpoint":
         on_shard_write(args.kill_at[1], _save_then_kill)
     if args.disk_full_at is not None:

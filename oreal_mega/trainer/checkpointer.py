@@ -10,13 +10,10 @@ one before it is tried. The data position needs no saving: the prompt order is a
 (seed, step). The RL trainer also writes the policy as a layout-independent model checkpoint in
 `policy/` (see weights/model_checkpoint.py), which `oreal-mega convert --to hf` turns into an HF
 directory."""
-import ctypes
 import json
 import multiprocessing
 import random
 import shutil
-import signal
-import sys
 import warnings
 import zipfile
 from collections.abc import Callable, Iterator
@@ -28,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from oreal_mega.distributed import as_helper_process
 from oreal_mega.errors import UserError
 
 MANIFEST = "manifest.json"
@@ -246,27 +244,24 @@ def load(directory: Path, models: dict, optimizers: dict) -> dict:
     return _restore(directory, _read(directory), models, optimizers)
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-
-
 def _dist_checkpointing_server_dies_with_us() -> None:
     """megatron's dist_checkpointing save (the RL trainer's `write_more`: the policy) starts a
     multiprocessing Manager server on first use and keeps it for the life of the process. After a
     SIGKILL of the trainer that server lived on (holding the run's stdout and stderr open); started
-    here, the kernel kills it with its parent."""
+    here, the kernel kills it with its parent, and it ignores the stop signals that a launcher sends
+    to every process (the rank still needs it to save before it stops)."""
     from megatron.core.dist_checkpointing.strategies import filesystem_async
 
     if filesystem_async._results_queue is None:
         manager = SyncManager(ctx=multiprocessing.get_context("spawn"))
-        manager.start(_die_with_parent)
+        manager.start(as_helper_process)
         filesystem_async._results_queue = manager.Queue()  # the proxy keeps the manager alive
 
 
 class Checkpointer:
     """Find / validate / resume, save every `save_every` steps (and at the last step) keeping the
-    newest `keep_last`, and export an HF directory every `export_every` steps.
+    newest `keep_last`, and export an HF directory every `export_every` steps. `save(step)` saves at
+    once: a run that stops early (SIGTERM / SIGUSR1, train.time_limit) saves its last step with it.
 
     `models` / `optimizers` as `save` takes them; `write_more(directory)` adds files to a checkpoint
     before it is sealed; `resident()` is a context in which every saved model is on its device;
@@ -307,11 +302,19 @@ class Checkpointer:
                                   f"say why); move {self.root} away to start the run from step 0")
         return 0
 
-    def maybe_save(self, step: int) -> None:
+    def save(self, step: int) -> Path:
+        """A checkpoint of `step` now, whatever `save_every` says (a run stopping early: trainer/preemption.py)."""
+        with self.resident():
+            return save(self.root, step, self.models, self.optimizers, {"step": step}, self.keep_last,
+                        self.write_more)
+
+    def maybe_save(self, step: int) -> bool:
+        """The checkpoint of `step` when `save_every` asks for it, the HF export when `export_every` does;
+        returns whether a checkpoint was written."""
         done = step + 1
-        if self.save_every and (done % self.save_every == 0 or done == self.total_steps):
-            with self.resident():
-                save(self.root, step, self.models, self.optimizers, {"step": step}, self.keep_last,
-                     self.write_more)
+        due = bool(self.save_every) and (done % self.save_every == 0 or done == self.total_steps)
+        if due:
+            self.save(step)
         if self.export is not None and self.export_every and done % self.export_every == 0:
             self.export(self.run_dir / "hf" / f"step_{done:06d}")
+        return due

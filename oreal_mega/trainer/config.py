@@ -15,6 +15,7 @@ from oreal_mega.objective import ObjectiveConfig
 from oreal_mega.rollout.formats import check_format
 from oreal_mega.rollout.prompts import read_prompts
 from oreal_mega.trainer.optim import OptimConfig
+from oreal_mega.trainer.preemption import time_limit_seconds
 from oreal_mega.verifier.backends import DEFAULT_FALLBACK, check_choice
 from oreal_mega.verifier.judge import JudgeConfig
 
@@ -111,6 +112,10 @@ class TrainLoopConfig:
     # that the learner's CUDA passes repeat bit for bit (slower; the GPU check's resume test turns it on). CPU
     # runs are deterministic without it
     deterministic: bool = False
+    # stop early, saving the last step, when the next step and its checkpoint would not end 60 s before this
+    # (seconds, H:MM:SS or D-HH:MM:SS from the run's start) or before the Slurm job's end (SLURM_JOB_END_TIME,
+    # used whenever it is set); SIGTERM / SIGUSR1 stop the run the same way (trainer/preemption.py)
+    time_limit: float | str | None = None
 
     REMOVED_KEYS: ClassVar[dict[str, str]] = {
         "inject_nan_at_steps": "fault injection moved out of the trainer: tests run "
@@ -150,6 +155,7 @@ class SFTLoopConfig:
     tensorboard: bool = True
     wandb_project: str | None = None
     max_consecutive_bad_steps: int = 3
+    time_limit: float | str | None = None  # as TrainLoopConfig.time_limit
 
 
 @dataclass
@@ -188,6 +194,7 @@ def validate(cfg: TrainConfig, source: str = "config") -> None:
     """Checks that need more than types, done before any heavy import, process group or model;
     errors name the key and `source`, the YAML file the config came from."""
     _check_model(cfg, source)
+    time_limit_seconds(cfg.train.time_limit, f"train.time_limit in {source}")
     check_choice(cfg.verifier.backend, cfg.verifier.fallback, source)
     check_format(cfg.data.format, f"data.format in {source}")
     _check_problems("data.prompts", cfg.data.prompts, source, "a training prompt", cfg.data.format)
@@ -222,6 +229,7 @@ def _check_parity_levels(rollout: RolloutConfig, source: str) -> None:
 def validate_sft(cfg: SFTConfig, source: str = "config") -> None:
     """What `validate` does for `oreal-mega sft`: the model, the layout, and data.path as JSONL."""
     _check_model(cfg, source)
+    time_limit_seconds(cfg.train.time_limit, f"train.time_limit in {source}")
     try:
         read_objects(Path(cfg.data.path), "SFT data file")
     except UserError as err:

@@ -1,5 +1,6 @@
 """The OREAL training loop. Per step: collect a batch (rollouts, verdicts, selection), learn from it
-(reference → token-RM → policy), load the new weights into the rollout engine, maybe save, log."""
+(reference → token-RM → policy), load the new weights into the rollout engine, maybe save, log.
+Before every step the ranks agree whether to stop early (trainer/preemption.py)."""
 from pathlib import Path
 
 import torch.distributed as dist
@@ -13,14 +14,17 @@ from oreal_mega.trainer.colocated_rollout import ColocatedRollout
 from oreal_mega.trainer.config import TrainConfig, validate
 from oreal_mega.trainer.learner import Learner
 from oreal_mega.trainer.metrics import MetricsLog, PhaseTimes
+from oreal_mega.trainer.preemption import StopRequests, stop_early
 from oreal_mega.trainer.run_lock import lock_run
 
 SHOWN = {"pass": "pass_rate", "kept": "kept_samples", "loss": "loss", "kl": "kl", "trm_acc": "trm_accuracy",
          "parity": "parity_max_abs"}  # the progress line
 
 
-def train(cfg: TrainConfig) -> Path:
+def train(cfg: TrainConfig) -> tuple[Path, bool]:
+    """(the run directory, whether every step ran: False when the run stopped early and saved)."""
     validate(cfg)
+    stop = StopRequests(cfg.train.time_limit)  # from here on SIGTERM / SIGUSR1 mean "save and stop"
     arch = parse_arch(read_hf_config(cfg.model.path), where=f"{cfg.model.path}/config.json")
     topo = init_distributed(cfg.parallel, arch.num_layers, deterministic=cfg.train.deterministic)
     run_dir = Path(cfg.train.out_dir)
@@ -39,7 +43,13 @@ def train(cfg: TrainConfig) -> Path:
     learner.park()
     rollout.load_weights(learner.policy_weights(), step=None)  # the engine must sample from the trained policy
 
+    last_saved = start - 1  # the models hold that checkpoint's state (or a fresh run's)
+    reason = None
     for step in range(start, cfg.train.steps):
+        reason = stop.agreed(topo.device)
+        if reason:
+            stop_early(checkpointer, step, last_saved, reason, topo.is_main)
+            break
         times = PhaseTimes(topo.device)
         with times.phase("rollout_verify"):
             try:
@@ -52,9 +62,12 @@ def train(cfg: TrainConfig) -> Path:
         with times.phase("eval"):
             metrics |= rollout.maybe_evaluate(step)
         with times.phase("save"):
-            checkpointer.maybe_save(step)
+            if checkpointer.maybe_save(step):
+                last_saved = step
 
         seconds = times.total()
+        save_seconds = times.seconds["time_save"]
+        stop.measured(seconds - save_seconds, save_seconds if last_saved == step else None)
         metrics |= times.seconds | {"step_seconds": seconds,
                                     "tokens_per_s_per_rank": batch.rollout_tokens / seconds / topo.world_size}
         log.log(step, metrics)
@@ -65,4 +78,4 @@ def train(cfg: TrainConfig) -> Path:
     lock.release()
     rollout.close()
     shutdown()
-    return run_dir
+    return run_dir, not reason

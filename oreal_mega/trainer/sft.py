@@ -3,7 +3,7 @@
 Data: JSONL with `prompt` + `response`, or chat `messages` (the last assistant message is the
 target). Loss on response tokens only, normalised by the step's global response-token count (so
 it does not depend on micro-batching or DP); sequences packed into micro-batches; checkpoints,
-exact resume, metrics and HF export as in `train`."""
+exact resume, early stops (SIGTERM / SIGUSR1, train.time_limit), metrics and HF export as in `train`."""
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +28,7 @@ from oreal_mega.trainer.config import SFTConfig
 from oreal_mega.trainer.guards import StepGuard
 from oreal_mega.trainer.metrics import MetricsLog, sum_metric
 from oreal_mega.trainer.optim import build_optimizer, optimizer_step
+from oreal_mega.trainer.preemption import StopRequests, stop_early
 from oreal_mega.trainer.run_lock import lock_run
 from oreal_mega.weights.hf_export import export_hf
 from oreal_mega.weights.hf_load import build_from_hf
@@ -83,9 +84,11 @@ def sft_loss(tokens: int, tp_group):
     return loss_fn
 
 
-def sft(cfg: SFTConfig) -> Path:
+def sft(cfg: SFTConfig) -> tuple[Path, bool]:
+    """(the run directory, whether every step ran: False when the run stopped early and saved)."""
     from transformers import AutoTokenizer
 
+    stop = StopRequests(cfg.train.time_limit)  # from here on SIGTERM / SIGUSR1 mean "save and stop"
     arch = parse_arch(read_hf_config(cfg.model.path), where=f"{cfg.model.path}/config.json")
     topo = init_distributed(cfg.parallel, arch.num_layers)
     tokenizer = AutoTokenizer.from_pretrained(cfg.model.path)
@@ -108,7 +111,12 @@ def sft(cfg: SFTConfig) -> Path:
     tp_group = ps.get_tensor_model_parallel_group()
     dp, dp_rank = ps.get_data_parallel_world_size(), ps.get_data_parallel_rank()
 
+    last_saved, reason = start - 1, None
     for step in range(start, steps):
+        reason = stop.agreed(topo.device)
+        if reason:
+            stop_early(checkpointer, step, last_saved, reason, topo.is_main)
+            break
         began = time.perf_counter()
         batch = [examples[i] for i in step_indices(len(examples), per_step, cfg.seed, step)]
         plan = plan_dp_microbatches([t.length for t in batch], dp, cfg.train.micro_batch_tokens)
@@ -122,16 +130,19 @@ def sft(cfg: SFTConfig) -> Path:
                    "token_accuracy_p>0.5": sum_metric(out, "correct_tokens") / tokens}
         if guard.finite(out, policy, step, "SFT"):
             metrics.update(optimizer_step(optim, ""))
-        checkpointer.maybe_save(step)
-        seconds = time.perf_counter() - began
+        save_began = time.perf_counter()
+        if checkpointer.maybe_save(step):
+            last_saved = step
+        seconds, save_seconds = time.perf_counter() - began, time.perf_counter() - save_began
+        stop.measured(seconds - save_seconds, save_seconds if last_saved == step else None)
         metrics.update(step_seconds=seconds, tokens_per_s_per_rank=sum(t.length for t in batch) / seconds / topo.world_size)
         log.log(step, metrics)
         log.progress(step, seconds, f"loss {metrics['loss']:.4f}")
     log.close()
-    if cfg.train.export_hf:
+    if cfg.train.export_hf and not reason:
         export_hf(policy, arch, run_dir / "hf", cfg.model.path, overwrite=True)
     dist.barrier()
     lock.release()
     shutdown()
-    return run_dir
+    return run_dir, not reason
 

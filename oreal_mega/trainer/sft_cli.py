@@ -17,7 +17,8 @@ def run(args) -> int:
     validate_sft(cfg, source_name(args.config, args.overrides))
     from oreal_mega.trainer.sft import sft
 
-    run_dir = sft(cfg)
+    run_dir, finished = sft(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"SFT finished: metrics in {run_dir / 'metrics.jsonl'}, HF model in {run_dir / 'hf'}")
-    return 0
+        where = f"HF model in {run_dir / 'hf'}" if finished else f"checkpoints in {run_dir / 'checkpoints'}"
+        print(f"SFT {'finished' if finished else 'stopped early'}: metrics in {run_dir / 'metrics.jsonl'}, {where}")
+    return 0  # also after an early stop: torchrun treats any other status as a failure (README "Reliability")

@@ -17,7 +17,8 @@ def run(args) -> int:
     validate(cfg, source_name(args.config, args.overrides))
     from oreal_mega.trainer.loop import train
 
-    run_dir = train(cfg)
+    run_dir, finished = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(f"run finished: metrics in {run_dir / 'metrics.jsonl'}, checkpoints in {run_dir / 'checkpoints'}")
-    return 0
+        print(f"run {'finished' if finished else 'stopped early'}: metrics in {run_dir / 'metrics.jsonl'}, "
+              f"checkpoints in {run_dir / 'checkpoints'}")
+    return 0  # also after an early stop: torchrun treats any other status as a failure (README "Reliability")

@@ -11,6 +11,7 @@ from multiprocessing.connection import wait
 
 from dataclasses import replace
 
+from oreal_mega.distributed import as_helper_process
 from oreal_mega.verifier.extract import final_answer
 from oreal_mega.verifier.judge import JudgeConfig, ModelJudge
 from oreal_mega.verifier.verdict import Verdict, verify
@@ -24,6 +25,7 @@ JUDGED_STATUSES = ("wrong", "no_answer")  # the only rule verdicts the model jud
 
 def _worker_main(connection, memory_limit_mb: int | None, verify_fn) -> None:
     """Worker loop: receive chunks of (index, response, gold, finished), send back (index, Verdict) one by one."""
+    as_helper_process()  # dies with its parent; a trainer's stop signals are not for it
     if memory_limit_mb:
         limit = memory_limit_mb * 2**20
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
