@@ -135,3 +135,17 @@ def test_bad_arguments():
             pool.verify_batch([None], ["1"])
     with pytest.raises(RuntimeError, match="closed"):
         pool.verify_batch(["a"], ["a"])
+
+
+def test_a_process_that_exits_without_closing_its_pool_does_not_hang():
+    """Workers ignore SIGTERM (a trainer's stop signal is not for them), which multiprocessing's exit handler
+    sends to daemon children before joining them: a run ending in an error left the process hanging there."""
+    import subprocess
+    import sys
+
+    script = ("from oreal_mega.verifier import VerifierPool\n"
+              "pool = VerifierPool(2, 5.0)\n"
+              "assert [v.status for v in pool.verify_batch(['\\\\boxed{2}'], ['2'])] == ['correct']\n"
+              "raise SystemExit(3)\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr[-2000:]

@@ -54,6 +54,9 @@ class _Worker:
         self.process = context.Process(target=_worker_main, args=(child_end, memory_limit_mb, verify_fn),
                                        daemon=True)
         self.process.start()
+        # multiprocessing's exit handler sends daemon children SIGTERM (`_popen.terminate()`) and joins them, but
+        # the worker ignores SIGTERM (distributed.as_helper_process): a run ending in an error would hang there
+        self.process._popen.terminate = self.process._popen.kill
         child_end.close()
         self.spawned_at = time.monotonic()
         self.ready = False
